@@ -1,0 +1,29 @@
+# Two commands on a fresh Python 3.11 machine:  `make demo`  and  `make test`.
+# Both create (or reuse) the virtual environment .venv at the repository root.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ephw-installed
+
+.PHONY: setup demo test bench clean-venv
+
+setup: $(STAMP)
+
+# Re-install only when the dependency list changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ephw settle --backend all
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/ephw bench settle --config paper --batch 64
+
+clean-venv:
+	rm -rf $(VENV)

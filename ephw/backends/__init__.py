@@ -1,0 +1,28 @@
+"""Backends: ways of settling an energy model, behind one ``settle`` function.
+
+``BACKENDS`` maps names to classes; each backend lives in its own module.
+"""
+
+from ephw.backends.asynchronous import Async
+from ephw.backends.base import Backend, IterativeBackend, SettleResult
+from ephw.backends.euler import Euler
+from ephw.backends.registry import BACKENDS, backend_names, get_backend, register
+from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL, settle
+
+register(Euler)
+register(Async)
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_STEPS",
+    "DEFAULT_TOL",
+    "Async",
+    "Backend",
+    "Euler",
+    "IterativeBackend",
+    "SettleResult",
+    "backend_names",
+    "get_backend",
+    "register",
+    "settle",
+]

@@ -1,0 +1,1 @@
+"""Benchmarks (``ephw bench ...``): speed measured as ratios within one run."""

@@ -1,0 +1,120 @@
+"""Checkpoints: weights + architecture (+ optional training state) in one file.
+
+Files are written with ``torch.save`` and read with ``torch.load(weights_only=True)``,
+which only reconstructs tensors and plain containers -- loading never executes code
+from the file. Writes are atomic (temporary file + ``os.replace``), so a run killed
+while saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ephw.errors import CheckpointError, ConfigError
+from ephw.model import EnergyModel, ModelConfig
+
+FORMAT = "ephw.checkpoint"
+VERSION = 1
+BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
+BUNDLED_MODEL = BUNDLED_DIR / "digits-ep.pt"
+
+
+@dataclass
+class Checkpoint:
+    """Contents of a checkpoint file.
+
+    Attributes:
+        config: the model architecture.
+        state_dict: model weights and buffers.
+        meta: JSON-serialisable facts about the model (dataset, how it was trained,
+            metrics).
+        training: optional resumable training state (optimizer, scheduler, epoch,
+            batch, RNG); tensors and plain containers only.
+    """
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] | None = None
+
+    def model(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> EnergyModel:
+        net = EnergyModel(self.config)
+        try:
+            net.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"weights do not match the stored architecture: {first}") from None
+        return net.to(device=device, dtype=dtype).eval()
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": ckpt.config.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+        "meta": json.dumps(ckpt.meta, sort_keys=True),
+    }
+    if ckpt.training is not None:
+        blob["training"] = ckpt.training
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(blob, fh)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(path: str | Path, net: EnergyModel, meta: dict[str, Any] | None = None) -> Path:
+    """Save a model's weights and architecture."""
+    return save_checkpoint(path, Checkpoint(net.config, net.state_dict(), dict(meta or {})))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint, raising :class:`CheckpointError` with a one-line reason on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle refusing foreign objects, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated, corrupt or foreign): {reason}"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ephw checkpoint (it has no format={FORMAT!r} entry)")
+    if blob.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {blob.get('version')!r}; this ephw reads {VERSION}")
+    try:
+        config = ModelConfig.from_dict(json.loads(blob["config"]))
+        meta = json.loads(blob.get("meta", "{}"))
+        state = blob["state_dict"]
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{path} is a damaged ephw checkpoint: {exc}") from None
+    return Checkpoint(config, state, meta, blob.get("training"))
+
+
+def load_model(
+    path: str | Path | None = None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> EnergyModel:
+    """Load an :class:`EnergyModel` (default: the bundled digits model) in eval mode."""
+    ckpt = load_checkpoint(BUNDLED_MODEL if path is None else path)
+    try:
+        return ckpt.model(dtype, device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path or BUNDLED_MODEL}: {exc}") from None

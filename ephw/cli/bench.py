@@ -1,0 +1,47 @@
+"""``ephw bench settle``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ephw.bench.settle_bench import bench_settle
+from ephw.model import CONFIG_NAMES
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (speed as ratios measured in one run)")
+    kinds = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = kinds.add_parser("settle", help="ephw settle step vs naive autograd step; euler vs async steps to tol")
+    p.add_argument("--config", default="paper", choices=CONFIG_NAMES)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per step kind (median reported)")
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_bench_settle)
+
+
+def run_bench_settle(args: argparse.Namespace) -> int:
+    r = bench_settle(
+        args.config, args.batch, repeats=args.repeats, tol=args.tol, max_steps=args.max_steps, device=args.device
+    )
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"config {r['config']}, batch {r['batch']}, {r['device']} ({r['threads']} threads); {r['model']}")
+    print(
+        f"step time   ephw {r['step_seconds_ephw'] * 1e3:.1f} ms | autograd reference {r['step_seconds_autograd'] * 1e3:.1f} ms"
+        f" | autograd, ephw layout {r['step_seconds_autograd_same_layout'] * 1e3:.1f} ms"
+    )
+    print(
+        f"speedup     {r['speedup_vs_autograd']:.2f}x vs autograd reference, {r['speedup_vs_autograd_same_layout']:.2f}x vs autograd in ephw's layout"
+        f" (max drive difference {r['max_abs_drive_diff']:.2e})"
+    )
+    print(
+        f"steps to tol={r['tol']:g}  euler {r['euler_steps_mean']:.1f} | async {r['async_steps_mean']:.1f}"
+        f" | ratio async/euler {r['async_over_euler_steps']:.3f}"
+        f" (converged: euler {r['euler_converged_fraction']:.3f}, async {r['async_converged_fraction']:.3f})"
+    )
+    return 0

@@ -1,0 +1,95 @@
+"""Options shared by several ``ephw`` subcommands, and their interpretation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from ephw.backends import DEFAULT_STEPS, DEFAULT_TOL, backend_names
+from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
+from ephw.data import ImageSet, load_dataset
+from ephw.errors import InputError
+from ephw.model import EnergyModel
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def add_model_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help=f"checkpoint to settle (default: bundled {BUNDLED_MODEL.name})")
+    p.add_argument("--data", default=None, help="digits|cifar10|cifar100 (default: the model's training data)")
+    p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset (see docs/data.md)")
+    p.add_argument("--n", type=int, default=512, help="number of test images (first n of the test split)")
+    p.add_argument("--batch", type=int, default=256, help="images settled at once")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+
+
+def add_settle_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="maximal steps per batch")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="stop when max|ds| < tol for every sample")
+    p.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="BACKEND.KEY=VALUE",
+        help="backend option, e.g. euler.dt=0.5 (repeatable; VALUE is parsed as JSON when possible)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def parse_backends(spec: str) -> list[str]:
+    names = backend_names() if spec == "all" else [b.strip() for b in spec.split(",") if b.strip()]
+    unknown = [b for b in names if b not in backend_names()]
+    if unknown or not names:
+        raise InputError(
+            f"unknown backend {', '.join(unknown) or spec!r}; valid backends: {', '.join(backend_names())}, all"
+        )
+    return names
+
+
+def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["euler.dt=0.5"]`` -> ``{"euler": {"dt": 0.5}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        backend, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise InputError(f"--set expects BACKEND.KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(backend, {})[name] = value
+    return out
+
+
+def load_model_and_data(args: argparse.Namespace) -> tuple[EnergyModel, ImageSet]:
+    """The model (``--model`` or the bundled one) and ``--n`` test images of its dataset."""
+    ckpt = load_checkpoint(args.model or BUNDLED_MODEL)
+    net = ckpt.model(DTYPES[args.dtype], args.device)
+    name = args.data or ckpt.meta.get("data", "digits")
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
+    data = load_dataset(name, "test", args.data_root).subset(args.n)
+    if data.image_shape != tuple(net.config.in_shape):
+        raise InputError(
+            f"{name} images have shape {data.image_shape} but the model expects {tuple(net.config.in_shape)}"
+        )
+    return net, data
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))

@@ -1,0 +1,75 @@
+"""``ephw settle`` and ``ephw compare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ephw.cli.common import (
+    add_model_data_options,
+    add_settle_options,
+    load_model_and_data,
+    parse_backends,
+    parse_options,
+    print_table,
+)
+from ephw.compare import compare_backends
+from ephw.inference import settle_dataset
+
+SETTLE_COLUMNS = [
+    "backend",
+    "n",
+    "accuracy",
+    "steps_mean",
+    "steps_max",
+    "converged_fraction",
+    "seconds",
+    "image_steps_per_second",
+]
+COMPARE_COLUMNS = ["backend", "accuracy", "steps_mean", "seconds", "max_abs_state_diff", "prediction_agreement"]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("settle", help="settle test images on one backend (or all) and report accuracy/convergence")
+    p.add_argument("--backend", default="euler", help="backend name, or 'all'")
+    add_model_data_options(p)
+    add_settle_options(p)
+    p.set_defaults(func=run_settle)
+
+    p = sub.add_parser("compare", help="settle the same images on several backends and compare the fixed points")
+    p.add_argument("--backends", default="all", help="comma-separated backend names (first = reference), or 'all'")
+    add_model_data_options(p)
+    add_settle_options(p)
+    p.set_defaults(func=run_compare)
+
+
+def run_settle(args: argparse.Namespace) -> int:
+    backends = parse_backends(args.backend)
+    options = parse_options(args.options)
+    net, data = load_model_and_data(args)
+    rows = []
+    for name in backends:
+        run = settle_dataset(
+            net, data, name, steps=args.steps, tol=args.tol, batch_size=args.batch, **options.get(name, {})
+        )
+        row = run.summary()
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+    if not args.json:
+        print_table(rows, SETTLE_COLUMNS)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    backends = parse_backends(args.backends)
+    net, data = load_model_and_data(args)
+    report, _ = compare_backends(
+        net, data, backends, steps=args.steps, tol=args.tol, batch_size=args.batch, options=parse_options(args.options)
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"reference: {report['reference']}  ({data.name}, n={len(data)})")
+        print_table(report["rows"], COMPARE_COLUMNS)
+    return 0

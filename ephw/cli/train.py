@@ -1,0 +1,117 @@
+"""``ephw train ep``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ephw.backends import backend_names
+from ephw.errors import InputError
+from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
+from ephw.training.train_ep import CIFAR_DEFAULTS, EPTrainSettings, train_ep
+
+_DEF = EPTrainSettings()
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model")
+    kinds = train.add_subparsers(dest="trainer", metavar="TRAINER", required=True)
+    p = kinds.add_parser("ep", help="equilibrium propagation with symmetric nudging (Laborieux et al. 2021)")
+    p.add_argument("--data", default=_DEF.data, help="digits|cifar10|cifar100")
+    p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset")
+    p.add_argument(
+        "--config",
+        default=None,
+        help=f"architecture: {', '.join(CONFIG_NAMES)} (default: digits for digits, cpu-small for CIFAR)",
+    )
+    p.add_argument("--output", default=_DEF.output, choices=OUTPUTS, help="softmax readout or dynamic MSE output layer")
+    p.add_argument("--activation", default=_DEF.activation, choices=sorted(ACTIVATIONS))
+    p.add_argument(
+        "--init-scale",
+        type=float,
+        default=None,
+        help="multiplier of PyTorch's default weight init (default: the config's)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="default 20")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (digits), 128 (CIFAR)")
+    p.add_argument(
+        "--lrs",
+        type=_floats,
+        default=None,
+        help="learning rate per synapse layer, or one for all (default: 0.02 digits; 0.1,0.06,0.04,0.03,0.02 CIFAR)",
+    )
+    p.add_argument("--momentum", type=float, default=_DEF.momentum)
+    p.add_argument(
+        "--wds", type=_floats, default=None, help="weight decay per synapse layer, or one for all (default 3e-4)"
+    )
+    p.add_argument("--lr-min", type=float, default=_DEF.lr_min, help="final learning rate of the cosine schedule")
+    p.add_argument("--beta", type=float, default=_DEF.beta, help="nudging strength (phases at +beta and -beta)")
+    p.add_argument("--free-steps", type=int, default=None, help="T1: free-phase steps (default: 40 digits, 30 CIFAR)")
+    p.add_argument("--nudge-steps", type=int, default=None, help="T2: steps of each nudged phase (default 10)")
+    p.add_argument(
+        "--tol", type=float, default=None, help="stop phases early below this residual (default: fixed steps)"
+    )
+    p.add_argument("--backend", default=None, help=f"settling backend: {', '.join(backend_names())} (default async)")
+    p.add_argument(
+        "--augment",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="random crop + flip (default: on for CIFAR)",
+    )
+    p.add_argument("--seed", type=int, default=_DEF.seed)
+    p.add_argument("--eval-steps", type=int, default=_DEF.eval_steps, help="max steps when evaluating on the test set")
+    p.add_argument("--checkpoint-every", type=int, default=_DEF.checkpoint_every, help="batches between checkpoints")
+    p.add_argument("--out", default=None, help="run folder (default runs/ep-DATA-CONFIG)")
+    p.add_argument("--device", default=_DEF.device)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=run_train_ep)
+
+
+def run_train_ep(args: argparse.Namespace) -> int:
+    defaults = {} if args.data == "digits" else CIFAR_DEFAULTS
+
+    def pick(value: Any, field: str) -> Any:
+        return value if value is not None else defaults.get(field, getattr(_DEF, field))
+
+    config = pick(args.config, "config")
+    settings = EPTrainSettings(
+        data=args.data,
+        data_root=args.data_root,
+        config=config,
+        output=args.output,
+        activation=args.activation,
+        init_scale=args.init_scale,
+        epochs=pick(args.epochs, "epochs"),
+        batch_size=pick(args.batch_size, "batch_size"),
+        lrs=pick(args.lrs, "lrs"),
+        momentum=args.momentum,
+        weight_decays=pick(args.wds, "weight_decays"),
+        lr_min=args.lr_min,
+        beta=args.beta,
+        free_steps=pick(args.free_steps, "free_steps"),
+        nudge_steps=pick(args.nudge_steps, "nudge_steps"),
+        tol=args.tol,
+        backend=pick(args.backend, "backend"),
+        augment=args.augment,
+        seed=args.seed,
+        eval_steps=args.eval_steps,
+        checkpoint_every=args.checkpoint_every,
+        out=args.out or f"runs/ep-{args.data}-{config}",
+        device=args.device,
+        progress=not args.no_progress,
+        resume=args.resume,
+    )
+    if settings.backend not in backend_names():
+        raise InputError(f"unknown backend {settings.backend!r}; valid backends: {', '.join(backend_names())}")
+    metrics = train_ep(settings)
+    print(json.dumps({"out": settings.out, **metrics}))
+    return 0

@@ -1,0 +1,61 @@
+"""Settling the same images on several backends and comparing their fixed points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ephw.data import ImageSet
+from ephw.inference import DatasetSettle, settle_dataset
+from ephw.model import EnergyModel
+
+
+def layer_differences(states: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> list[float]:
+    """``max |s - s_ref|`` per layer."""
+    return [float((a - b).abs().max()) for a, b in zip(states, reference)]
+
+
+def compare_backends(
+    net: EnergyModel,
+    data: ImageSet,
+    backends: Sequence[str],
+    *,
+    steps: int,
+    tol: float | None,
+    batch_size: int = 256,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], list[DatasetSettle]]:
+    """Settle ``data`` on each backend; compare each to the first.
+
+    Returns the report ``{"reference": name, "rows": [...]}`` (one row per backend
+    with ``backend, accuracy, steps_mean, seconds, max_abs_state_diff,
+    prediction_agreement, layer_max_abs_diff``) and the raw per-backend results.
+    """
+    options = options or {}
+    runs = [
+        settle_dataset(
+            net, data, b, steps=steps, tol=tol, batch_size=batch_size, keep_states=True, **options.get(b, {})
+        )
+        for b in backends
+    ]
+    ref = runs[0]
+    rows = []
+    for run in runs:
+        diffs = layer_differences(run.states, ref.states)
+        summary = run.summary()
+        rows.append(
+            {
+                "backend": run.backend,
+                "n": run.n,
+                "accuracy": summary["accuracy"],
+                "steps_mean": summary["steps_mean"],
+                "converged_fraction": summary["converged_fraction"],
+                "seconds": summary["seconds"],
+                "max_abs_state_diff": max(diffs),
+                "prediction_agreement": float((run.predictions == ref.predictions).float().mean()),
+                "layer_max_abs_diff": diffs,
+            }
+        )
+    return {"reference": ref.backend, "rows": rows}, runs

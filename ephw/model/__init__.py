@@ -1,0 +1,15 @@
+"""The energy model (the *what*): topology, energy, primitive and drives."""
+
+from ephw.model.config import ACTIVATIONS, CONFIG_NAMES, OUTPUTS, ConvSpec, ModelConfig, named_config
+from ephw.model.energy import EnergyModel, States
+
+__all__ = [
+    "ACTIVATIONS",
+    "CONFIG_NAMES",
+    "OUTPUTS",
+    "ConvSpec",
+    "EnergyModel",
+    "ModelConfig",
+    "States",
+    "named_config",
+]

@@ -1,0 +1,1 @@
+"""Bundled checkpoints (see docs/training.md for the commands that made them)."""

@@ -1,0 +1,107 @@
+"""The settle API: registry, result object, per-sample convergence reporting, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ephw import BACKENDS, settle
+from ephw.backends import Backend, IterativeBackend, get_backend
+from ephw.errors import BackendError, InputError
+
+
+def test_registry_has_digital_backends():
+    assert {"euler", "async"} <= set(BACKENDS)
+    for name, cls in BACKENDS.items():
+        assert issubclass(cls, Backend) and cls.name == name
+
+
+def test_unknown_backend_lists_valid_ones(net_factory, batch_factory):
+    net = net_factory()
+    x, _ = batch_factory()
+    with pytest.raises(BackendError) as err:
+        settle(net, x, backend="loihi3")
+    assert "euler" in str(err.value) and "async" in str(err.value) and "loihi3" in str(err.value)
+    with pytest.raises(BackendError, match="dt"):
+        get_backend("euler", dt=2.0)
+    with pytest.raises(BackendError, match="invalid options"):
+        get_backend("async", dt=0.5)
+
+
+def test_result_fields(net_factory, batch_factory):
+    net = net_factory()
+    x, _ = batch_factory(n=5)
+    res = settle(net, x, "euler", steps=3000, tol=1e-8)
+    assert res.backend == "euler"
+    assert [tuple(s.shape) for s in res.states] == [(5, *s) for s in net.state_shapes()]
+    assert res.logits.shape == (5, 3) and res.predictions.shape == (5,)
+    assert res.residuals.shape == (res.steps, 5) and res.energies.shape == (res.steps + 1, 5)
+    assert res.converged.dtype == torch.bool and res.converged_fraction == 1.0
+    assert (res.steps_per_sample <= res.steps).all() and res.steps_per_sample.max() == res.steps
+    # the per-sample count is where the residual trace last stays below tol
+    for b in range(5):
+        k = int(res.steps_per_sample[b])
+        assert res.residuals[k - 1, b] < 1e-8 and (k == 1 or res.residuals[k - 2, b] >= 1e-8)
+
+
+def test_unconverged_samples_are_reported(net_factory, batch_factory):
+    net = net_factory()
+    x, _ = batch_factory(n=4)
+    res = settle(net, x, "euler", steps=3, tol=1e-12)
+    assert res.steps == 3 and not res.converged.any() and res.converged_fraction == 0.0
+    assert (res.steps_per_sample == 3).all()
+
+
+def test_fixed_steps_mode_and_init(net_factory, batch_factory):
+    net = net_factory()
+    x, _ = batch_factory()
+    res = settle(net, x, "async", steps=7, tol=None)
+    assert res.steps == 7 and res.converged is None and res.converged_fraction is None
+    fixed = settle(net, x, "async", steps=5000, tol=1e-12)
+    again = settle(net, x, "async", steps=5000, tol=1e-10, init=fixed.states)
+    assert again.steps == 1
+    fixed.states[0].add_(1.0)  # init is copied, never aliased
+    assert again.states[0].max() <= 1.0
+
+
+def test_custom_backend_instance_is_accepted(net_factory, batch_factory):
+    class Frozen(IterativeBackend):
+        name = "frozen"
+
+        def step(self, net, x, states, beta, target):
+            return list(states), net.energy(x, states)
+
+    net = net_factory()
+    x, _ = batch_factory()
+    res = settle(net, x, Frozen(), steps=10, tol=1e-6)
+    assert res.steps == 1 and res.backend == "frozen"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"tol": -1.0}, "tol"),
+        ({"beta": 0.5}, "target"),
+    ],
+)
+def test_bad_arguments(net_factory, batch_factory, kwargs, match):
+    net = net_factory()
+    x, _ = batch_factory()
+    with pytest.raises(InputError, match=match):
+        settle(net, x, "euler", **kwargs)
+
+
+def test_bad_images_and_init(net_factory, batch_factory):
+    net = net_factory()
+    x, _ = batch_factory()
+    with pytest.raises(InputError, match="shape"):
+        settle(net, x[:, :, :4], "euler")
+    nan = x.clone()
+    nan[1, 0, 2, 2] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        settle(net, nan, "async")
+    with pytest.raises(InputError, match="float32"):
+        settle(net, x.float(), "euler")
+    with pytest.raises(InputError, match="state 1"):
+        settle(net, x, "euler", init=[torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3)])

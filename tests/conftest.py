@@ -1,0 +1,46 @@
+"""Shared fixtures: small random energy models in float64."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from ephw.model import ConvSpec, EnergyModel, ModelConfig
+
+
+def make_net(
+    output: str = "softmax",
+    activation: str = "laborieux",
+    seed: int = 0,
+    init_scale: float = 1.0,
+    dense: tuple[int, ...] = (6,),
+) -> EnergyModel:
+    """A tiny EP-CNN on 1x8x8 inputs (conv-pool, conv-pool, dense, output), float64."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        in_shape=(1, 8, 8),
+        convs=(ConvSpec(3, 1), ConvSpec(4, 1)),
+        dense=dense,
+        classes=3,
+        output=output,
+        activation=activation,
+        init_scale=init_scale,
+    )
+    return EnergyModel(cfg).double()
+
+
+def make_batch(n: int = 6, seed: int = 0, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, classes, (n,), generator=g)
+
+
+@pytest.fixture
+def net_factory() -> Callable[..., EnergyModel]:
+    return make_net
+
+
+@pytest.fixture
+def batch_factory() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    return make_batch
