@@ -17,6 +17,11 @@ def layer_differences(states: Sequence[torch.Tensor], reference: Sequence[torch.
     return [float((a - b).abs().max()) for a, b in zip(states, reference)]
 
 
+def sample_differences(states: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``max |s - s_ref|`` per sample over all layers, ``(n,)``."""
+    return torch.stack([(a - b).abs().flatten(1).amax(1) for a, b in zip(states, reference)]).amax(0)
+
+
 def compare_backends(
     net: EnergyModel,
     data: ImageSet,
@@ -26,12 +31,15 @@ def compare_backends(
     tol: float | None,
     batch_size: int = 256,
     options: dict[str, dict[str, Any]] | None = None,
+    differ_above: float = 1e-4,
 ) -> tuple[dict[str, Any], list[DatasetSettle]]:
     """Settle ``data`` on each backend; compare each to the first.
 
     Returns the report ``{"reference": name, "rows": [...]}`` (one row per backend
     with ``backend, accuracy, steps_mean, seconds, max_abs_state_diff,
-    prediction_agreement, layer_max_abs_diff``) and the raw per-backend results.
+    prediction_agreement, layer_max_abs_diff`` and ``samples_differing``, the number of
+    images whose states differ by more than ``differ_above`` -- with a multistable model
+    these are the images that settled into another basin) and the raw per-backend results.
     """
     options = options or {}
     runs = [
@@ -56,6 +64,7 @@ def compare_backends(
                 "max_abs_state_diff": max(diffs),
                 "prediction_agreement": float((run.predictions == ref.predictions).float().mean()),
                 "layer_max_abs_diff": diffs,
+                "samples_differing": int((sample_differences(run.states, ref.states) > differ_above).sum()),
             }
         )
     return {"reference": ref.backend, "rows": rows}, runs

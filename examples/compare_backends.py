@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from ephw.backends import backend_names  # noqa: E402
 from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint  # noqa: E402
 from ephw.cli.common import print_table  # noqa: E402
+from ephw.cli.settle import COMPARE_COLUMNS  # noqa: E402
 from ephw.compare import compare_backends  # noqa: E402
 from ephw.data import load_dataset  # noqa: E402
 
@@ -52,9 +53,7 @@ def main() -> None:
     data = load_dataset(ckpt.meta.get("data", "digits"), "test").subset(args.n)
     report, runs = compare_backends(net, data, args.backends.split(","), steps=args.steps, tol=args.tol)
     print(f"reference: {report['reference']}  ({data.name}, n={len(data)})")
-    print_table(
-        report["rows"], ["backend", "accuracy", "steps_mean", "seconds", "max_abs_state_diff", "prediction_agreement"]
-    )
+    print_table(report["rows"], COMPARE_COLUMNS)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:

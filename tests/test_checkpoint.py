@@ -66,6 +66,7 @@ class _Evil:
         return (os.system, ("echo pwned > evil.txt",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_code_in_a_pickle_is_never_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"

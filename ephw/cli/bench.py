@@ -32,11 +32,13 @@ def run_bench_settle(args: argparse.Namespace) -> int:
         return 0
     print(f"config {r['config']}, batch {r['batch']}, {r['device']} ({r['threads']} threads); {r['model']}")
     print(
-        f"step time   ephw {r['step_seconds_ephw'] * 1e3:.1f} ms | autograd reference {r['step_seconds_autograd'] * 1e3:.1f} ms"
+        f"step time   ephw {r['step_seconds_ephw'] * 1e3:.1f} ms"
+        f" | autograd reference {r['step_seconds_autograd'] * 1e3:.1f} ms"
         f" | autograd, ephw layout {r['step_seconds_autograd_same_layout'] * 1e3:.1f} ms"
     )
     print(
-        f"speedup     {r['speedup_vs_autograd']:.2f}x vs autograd reference, {r['speedup_vs_autograd_same_layout']:.2f}x vs autograd in ephw's layout"
+        f"speedup     {r['speedup_vs_autograd']:.2f}x vs autograd reference,"
+        f" {r['speedup_vs_autograd_same_layout']:.2f}x vs autograd in ephw's layout"
         f" (max drive difference {r['max_abs_drive_diff']:.2e})"
     )
     print(

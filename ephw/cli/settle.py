@@ -26,7 +26,15 @@ SETTLE_COLUMNS = [
     "seconds",
     "image_steps_per_second",
 ]
-COMPARE_COLUMNS = ["backend", "accuracy", "steps_mean", "seconds", "max_abs_state_diff", "prediction_agreement"]
+COMPARE_COLUMNS = [
+    "backend",
+    "accuracy",
+    "steps_mean",
+    "seconds",
+    "max_abs_state_diff",
+    "prediction_agreement",
+    "samples_differing",
+]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -52,9 +52,10 @@ def test_compare_euler_async(capsys):
 def one_line_error(capsys, *argv: str) -> str:
     code, _, err = run(capsys, *argv)
     assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ephw: error: ")
-    return lines[0]
+    lines = err.strip().splitlines()  # a progress bar may precede the error
+    errors = [line for line in lines if line.startswith("ephw: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0]
+    return errors[0]
 
 
 def test_unknown_backend(capsys):
