@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ephw.backends import backend_names  # noqa: E402
+from ephw.backends import DEFAULT_TOL, backend_names  # noqa: E402
 from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint  # noqa: E402
 from ephw.cli.common import print_table  # noqa: E402
 from ephw.cli.settle import COMPARE_COLUMNS  # noqa: E402
@@ -27,12 +27,16 @@ from ephw.data import load_dataset  # noqa: E402
 
 
 def residual_band(residuals: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Median and 10/90 % quantiles of the residual per step over all images (NaN after a batch stopped)."""
+    """Median and 10/90 % quantiles per step of the residual of the images still settling.
+
+    Frozen (converged) images record residual 0 and batches that stopped have no row:
+    both count as "not settling" (NaN) here.
+    """
     steps = max(r.shape[0] for r in residuals)
     padded = torch.full((steps, sum(r.shape[1] for r in residuals)), float("nan"))
     col = 0
     for r in residuals:
-        padded[: r.shape[0], col : col + r.shape[1]] = r.float()
+        padded[: r.shape[0], col : col + r.shape[1]] = r.float().masked_fill(r == 0, float("nan"))
         col += r.shape[1]
     q = torch.nanquantile(padded, torch.tensor([0.1, 0.5, 0.9]), dim=1)
     return q[1], q[0], q[2]
@@ -43,7 +47,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(BUNDLED_MODEL))
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
     ap.add_argument("--backends", default=",".join(backend_names()))
     ap.add_argument("--out", default="compare_backends.png")
     args = ap.parse_args()
@@ -62,7 +66,7 @@ def main() -> None:
         (line,) = left.semilogy(steps, med, label=run.backend)
         left.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
     left.axhline(args.tol, color="k", ls=":", lw=1, label="tol")
-    left.set(xlabel="step", ylabel="residual max|Δs|", title="convergence (median, 10–90 %)")
+    left.set(xlabel="step", ylabel="residual max|Δs|", title="images still settling: median, 10–90 %")
     left.legend()
 
     layers = len(report["rows"][0]["layer_max_abs_diff"])
@@ -71,6 +75,9 @@ def main() -> None:
         xs = [i + k * width for i in range(layers)]
         right.bar(xs, [max(d, 1e-12) for d in row["layer_max_abs_diff"]], width, label=row["backend"])
     right.set_yscale("log")
+    positive = [d for row in report["rows"][1:] for d in row["layer_max_abs_diff"] if d > 0]
+    if positive:
+        right.set_ylim(bottom=min(positive) / 3)
     right.set_xticks([i + width * (len(report["rows"]) - 2) / 2 for i in range(layers)])
     right.set_xticklabels([f"s{i + 1}" for i in range(layers)])
     right.set(ylabel=f"max |s − s_{report['reference']}|", title=f"fixed-point difference to {report['reference']}")
