@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ephw.errors import InputError
 from ephw.model import EnergyModel, States
+from ephw.model.energy import channels_last
 
 
 @dataclass
@@ -183,7 +184,7 @@ def initial_states(net: EnergyModel, x: Tensor, init: Sequence[Tensor] | None) -
     if init is None:
         return net.zeros(x)
     net.check_states(init, x.shape[0])
-    return [s.detach().to(x.dtype).clone() for s in init]
+    return [channels_last(s.detach().to(x.dtype).clone()) for s in init]
 
 
 def max_abs_change(new: Sequence[Tensor], old: Sequence[Tensor]) -> Tensor:

@@ -45,7 +45,8 @@ class _Forward:
     inputs: list[Tensor]  # input of every synapse layer: s^0 (normalised x), s^1, ...
 
 
-def _channels_last(t: Tensor) -> Tensor:
+def channels_last(t: Tensor) -> Tensor:
+    """4-d tensors in channels-last memory format (the layout ephw computes in); others unchanged."""
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
@@ -119,7 +120,7 @@ class EnergyModel(nn.Module):
 
     def zeros(self, x: Tensor) -> States:
         """The null state for a batch of images ``x``."""
-        return [_channels_last(x.new_zeros((x.shape[0], *shape))) for shape in self._state_shapes]
+        return [channels_last(x.new_zeros((x.shape[0], *shape))) for shape in self._state_shapes]
 
     # ------------------------------------------------------------------ inputs
     def check_input(self, x: Tensor) -> None:
