@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ephw.backends.base import IterativeBackend
-from ephw.model import EnergyModel, States
+from ephw.model import EnergyModel, States, Synapses
 
 
 class Async(IterativeBackend):
@@ -23,13 +23,13 @@ class Async(IterativeBackend):
     description = "even/odd layer alternation, each half-step using the fresh neighbours"
 
     def step(
-        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None
+        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None, ops: Synapses
     ) -> tuple[States, Tensor]:
         new = list(states)
         energy = None
         for parity in (0, 1):  # 0-based index 0 is s^1, an odd layer
             layers = range(parity, net.n_states, 2)
-            drives, phi = net.drives(x, new, beta, target, layers=layers)
+            drives, phi = net.drives(x, new, beta, target, layers=layers, synapses=ops)
             if energy is None:
                 energy = net.self_energy(states) - phi
             for i in layers:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ephw.errors import InputError
-from ephw.model import EnergyModel, States
+from ephw.model import EnergyModel, States, Synapses
 from ephw.model.energy import channels_last
 
 
@@ -102,9 +102,19 @@ class IterativeBackend(Backend):
 
     @abstractmethod
     def step(
-        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None
+        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None, ops: Synapses
     ) -> tuple[States, Tensor]:
-        """One update. Returns the new states and the energy ``(B,)`` of the *old* states."""
+        """One update. Returns the new states and the energy ``(B,)`` of the *old* states.
+
+        ``ops`` evaluates the synapses' linear maps (see :meth:`synapses`).
+        """
+
+    def synapses(self, net: EnergyModel) -> Synapses:
+        """How this backend evaluates ``w * s`` and its transpose: exactly, by default.
+
+        Hardware backends return their own (e.g. reads of a programmed crossbar).
+        """
+        return net.digital
 
     def settle(
         self,
@@ -126,6 +136,7 @@ class IterativeBackend(Backend):
         start = time.perf_counter()
         batch = x.shape[0]
         with torch.no_grad():
+            ops = self.synapses(net)
             states = initial_states(net, x, init)
             energy = x.new_zeros(batch)  # filled by the first step
             per_sample = torch.full((batch,), steps, dtype=torch.long, device=x.device)
@@ -135,7 +146,7 @@ class IterativeBackend(Backend):
             active = torch.arange(batch, device=x.device)
             cur, x_act, t_act = states, x, target
             for k in range(steps):
-                new, e_old = self.step(net, x_act, cur, beta, t_act)
+                new, e_old = self.step(net, x_act, cur, beta, t_act, ops)
                 r = max_abs_change(new, cur) / self.residual_scale
                 energy = energy.index_put((active,), e_old)
                 energies.append(energy)
@@ -148,7 +159,7 @@ class IterativeBackend(Backend):
                     frozen[idx] = True
                     per_sample[idx] = k + 1
                     e_new = net.energy(
-                        x_act[done], [s[done] for s in new], beta, None if t_act is None else t_act[done]
+                        x_act[done], [s[done] for s in new], beta, None if t_act is None else t_act[done], ops
                     )
                     energy = energy.index_put((idx,), e_new)
                     keep = ~done
@@ -162,9 +173,9 @@ class IterativeBackend(Backend):
             else:
                 for full, s in zip(states, cur):
                     full[active] = s
-                energy = energy.index_put((active,), net.energy(x_act, cur, beta, t_act))
+                energy = energy.index_put((active,), net.energy(x_act, cur, beta, t_act, ops))
             energies.append(energy)
-            logits = net.logits(states)
+            logits = net.logits(states, ops)
         res = torch.stack(residuals) if residuals else x.new_zeros((0, batch))
         return SettleResult(
             states=states,

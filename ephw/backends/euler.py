@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ephw.backends.base import IterativeBackend
 from ephw.errors import BackendError
-from ephw.model import EnergyModel, States
+from ephw.model import EnergyModel, States, Synapses
 
 
 class Euler(IterativeBackend):
@@ -28,9 +28,9 @@ class Euler(IterativeBackend):
         self.residual_scale = self.dt
 
     def step(
-        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None
+        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None, ops: Synapses
     ) -> tuple[States, Tensor]:
-        drives, phi = net.drives(x, states, beta, target)
+        drives, phi = net.drives(x, states, beta, target, synapses=ops)
         energy = net.self_energy(states) - phi
         if self.dt == 1.0:
             return [net.activation(u) for u in drives], energy

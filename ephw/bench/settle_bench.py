@@ -79,7 +79,7 @@ def bench_settle(
 
     def ephw_step() -> object:
         with torch.no_grad():
-            return euler.step(net, x, states, 0.0, None)
+            return euler.step(net, x, states, 0.0, None, net.digital)
 
     times = time_interleaved(
         {

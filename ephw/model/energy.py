@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ephw.errors import InputError
 from ephw.model.config import ModelConfig
+from ephw.model.synapses import DigitalSynapses, Synapses
 
 States = list[Tensor]
 
@@ -43,23 +44,12 @@ class _Forward:
     switches: list[Tensor | None]  # max-pool argmax indices of conv layers, None for dense
     pre_pool: list[torch.Size | None]  # spatial size before pooling, conv layers only
     inputs: list[Tensor]  # input of every synapse layer: s^0 (normalised x), s^1, ...
+    ops: Synapses  # how the linear maps were evaluated
 
 
 def channels_last(t: Tensor) -> Tensor:
     """4-d tensors in channels-last memory format (the layout ephw computes in); others unchanged."""
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
-def _conv_input_grad(v: Tensor, like: Tensor, weight: Tensor, padding: int) -> Tensor:
-    """The transposed convolution ``w~ * v``, shaped like the conv's input ``like``.
-
-    Computed as the input-gradient of the convolution: on CPU this runs oneDNN's
-    backward-data kernel, markedly faster than ``F.conv_transpose2d``'s generic path.
-    """
-    pad = [padding, padding]
-    return torch.ops.aten.convolution_backward(
-        v, like, weight, None, [1, 1], pad, [1, 1], False, [0, 0], 1, [True, False, False]
-    )[0]
 
 
 class EnergyModel(nn.Module):
@@ -150,26 +140,27 @@ class EnergyModel(nn.Module):
         return (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
 
     # ------------------------------------------------------------------ physics
-    def _forward(self, x: Tensor, states: Sequence[Tensor]) -> _Forward:
+    @property
+    def digital(self) -> DigitalSynapses:
+        """Exact evaluation of the synapses (the default of every method taking ``synapses``)."""
+        return DigitalSynapses(self.synapses)
+
+    def _forward(self, x: Tensor, states: Sequence[Tensor], ops: Synapses) -> _Forward:
         inp = self.normalize(x)
         terms: list[Tensor] = []
         switches: list[Tensor | None] = []
         pre: list[torch.Size | None] = []
-        for j, conv in enumerate(self.convs):
-            src = inp if j == 0 else states[j - 1]
-            a = conv(src)
-            k = self.config.convs[j].pool
-            pooled, idx = F.max_pool2d(a, k, k, return_indices=True)
+        for j, spec in enumerate(self.config.convs):
+            a = ops.forward(j, inp if j == 0 else states[j - 1])
+            pooled, idx = F.max_pool2d(a, spec.pool, spec.pool, return_indices=True)
             terms.append(pooled)
             switches.append(idx)
             pre.append(a.shape[-2:])
-        for m, lin in enumerate(self.dense):
-            j = len(self.convs) + m
-            src = inp if j == 0 else states[j - 1]
-            terms.append(lin(src.flatten(1)))
+        for j in range(len(self.convs), len(self.convs) + len(self.dense)):
+            terms.append(ops.forward(j, (inp if j == 0 else states[j - 1]).flatten(1)))
             switches.append(None)
             pre.append(None)
-        return _Forward(terms, switches, pre, [inp, *states])
+        return _Forward(terms, switches, pre, [inp, *states], ops)
 
     def _adjoint(self, j: int, v: Tensor, fwd: _Forward) -> Tensor:
         """Transpose of synapse ``j`` (through its pooling switches) applied to ``v``.
@@ -177,12 +168,12 @@ class EnergyModel(nn.Module):
         Returns a tensor shaped like synapse ``j``'s input state (``s^j`` in 1-based
         notation), i.e. ``w~_j * P^{-1}(v)`` for convs and ``W_j^T v`` for dense layers.
         """
+        src = fwd.inputs[j]
         if j < len(self.convs):
             spec = self.config.convs[j]
             up = F.max_unpool2d(v, fwd.switches[j], spec.pool, spec.pool, output_size=fwd.pre_pool[j])
-            return _conv_input_grad(up, fwd.inputs[j], self.convs[j].weight, spec.padding)
-        lin = self.dense[j - len(self.convs)]
-        return (v.flatten(1) @ lin.weight).view(v.shape[0], *self._feature_shapes[j - 1])
+            return fwd.ops.adjoint(j, up, src)
+        return fwd.ops.adjoint(j, v.flatten(1), src.flatten(1)).view_as(src)
 
     def _nudge(self, fwd: _Forward, states: Sequence[Tensor], target: Tensor) -> tuple[Tensor, Tensor]:
         """Loss ``L`` per sample and ``dL/ds^N`` for the last state layer."""
@@ -208,6 +199,7 @@ class EnergyModel(nn.Module):
         beta: float = 0.0,
         target: Tensor | None = None,
         layers: Iterable[int] | None = None,
+        synapses: Synapses | None = None,
     ) -> tuple[list[Tensor | None], Tensor]:
         """``dPhi/ds^n`` for every layer (or only ``layers``, 0-based) and ``Phi`` itself.
 
@@ -217,12 +209,13 @@ class EnergyModel(nn.Module):
             beta: nudging strength; needs ``target`` (class indices ``(B,)`` or
                 one-hot/probabilities ``(B, classes)``) when non-zero.
             layers: which drives to compute; the others are returned as ``None``.
+            synapses: how the linear maps are evaluated (default: exact, digital).
 
         Returns:
             ``(drives, phi)`` with ``drives[n]`` shaped like ``states[n]`` and
             ``phi`` of shape ``(B,)``.
         """
-        fwd = self._forward(x, states)
+        fwd = self._forward(x, states, synapses or self.digital)
         n = self.n_states
         wanted = range(n) if layers is None else layers
         out: list[Tensor | None] = [None] * n
@@ -247,9 +240,16 @@ class EnergyModel(nn.Module):
             phi = phi + (s * t).flatten(1).sum(1)
         return phi
 
-    def phi(self, x: Tensor, states: Sequence[Tensor], beta: float = 0.0, target: Tensor | None = None) -> Tensor:
+    def phi(
+        self,
+        x: Tensor,
+        states: Sequence[Tensor],
+        beta: float = 0.0,
+        target: Tensor | None = None,
+        synapses: Synapses | None = None,
+    ) -> Tensor:
         """The primitive ``Phi`` per sample ``(B,)``, differentiable w.r.t. weights and states."""
-        fwd = self._forward(x, states)
+        fwd = self._forward(x, states, synapses or self.digital)
         phi = self._phi_from(fwd, states)
         if beta != 0.0:
             if target is None:
@@ -261,17 +261,24 @@ class EnergyModel(nn.Module):
         """``sum_n |s^n|^2 / (2 g)`` per sample ``(B,)``."""
         return sum(s.pow(2).flatten(1).sum(1) for s in states) / (2.0 * self.gain)
 
-    def energy(self, x: Tensor, states: Sequence[Tensor], beta: float = 0.0, target: Tensor | None = None) -> Tensor:
+    def energy(
+        self,
+        x: Tensor,
+        states: Sequence[Tensor],
+        beta: float = 0.0,
+        target: Tensor | None = None,
+        synapses: Synapses | None = None,
+    ) -> Tensor:
         """The energy ``E = sum |s|^2 / (2g) - Phi`` per sample ``(B,)``."""
-        return self.self_energy(states) - self.phi(x, states, beta, target)
+        return self.self_energy(states) - self.phi(x, states, beta, target, synapses)
 
     # ------------------------------------------------------------------ readout
-    def logits(self, states: Sequence[Tensor]) -> Tensor:
+    def logits(self, states: Sequence[Tensor], synapses: Synapses | None = None) -> Tensor:
         """Class scores ``(B, classes)``: the readout of ``s^N`` (softmax) or ``y = s^N`` (mse)."""
         last = states[-1]
         if self.config.output == "mse":
             return last
-        return self.dense[-1](last.flatten(1))
+        return (synapses or self.digital).forward(self.config.n_synapses - 1, last.flatten(1))
 
     def loss(self, states: Sequence[Tensor], target: Tensor) -> Tensor:
         """Per-sample loss at the states ``(B,)``: cross-entropy (softmax) or ``|y - t|^2 / 2`` (mse)."""

@@ -68,7 +68,7 @@ def test_custom_backend_instance_is_accepted(net_factory, batch_factory):
     class Frozen(IterativeBackend):
         name = "frozen"
 
-        def step(self, net, x, states, beta, target):
+        def step(self, net, x, states, beta, target, ops):
             return list(states), net.energy(x, states)
 
     net = net_factory()

@@ -14,7 +14,7 @@ def test_reference_step_matches_ephw_step(net_factory, batch_factory):
     x, _ = batch_factory()
     states = [torch.rand(x.shape[0], *s, dtype=torch.float64) for s in net.state_shapes()]
     with torch.no_grad():
-        ours, _ = Euler().step(net, x, states, 0.0, None)
+        ours, _ = Euler().step(net, x, states, 0.0, None, net.digital)
     for a, b in zip(ours, autograd_step(net, x, states)):
         assert torch.allclose(a, b, atol=1e-12)
 
