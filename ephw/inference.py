@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ephw.backends import Backend, settle
+from ephw.backends import Backend, get_backend, settle
 from ephw.data import ImageSet
 from ephw.model import EnergyModel, States
 
@@ -66,11 +66,11 @@ def settle_dataset(
     preds, steps_ps, conv, residuals = [], [], [], []
     kept: list[States] = []
     image_steps = 0
-    name = backend if isinstance(backend, str) else backend.name
+    impl = get_backend(backend, **options)  # one instance: a hardware backend programs its chip once
     start = time.perf_counter()
     for lo in range(0, len(data), batch_size):
         x, _ = data.batch(slice(lo, lo + batch_size))
-        res = settle(net, x.to(param.device, param.dtype), backend, steps=steps, tol=tol, **options)
+        res = settle(net, x.to(param.device, param.dtype), impl, steps=steps, tol=tol)
         preds.append(res.predictions.cpu())
         steps_ps.append(res.steps_per_sample)
         residuals.append(res.residuals)
@@ -82,7 +82,7 @@ def settle_dataset(
     seconds = time.perf_counter() - start
     states = [torch.cat(layer) for layer in zip(*kept)] if keep_states else None
     return DatasetSettle(
-        backend=name,
+        backend=impl.name,
         predictions=torch.cat(preds),
         labels=data.labels.clone(),
         steps_per_sample=torch.cat(steps_ps),

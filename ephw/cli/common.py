@@ -39,6 +39,16 @@ def add_settle_options(p: argparse.ArgumentParser) -> None:
         help="backend option, e.g. euler.dt=0.5 (repeatable; VALUE is parsed as JSON when possible)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g = p.add_argument_group("crossbar backend")
+    g.add_argument("--crossbar-preset", default=None, help="ideal, rram or pcm (default ideal)")
+    g.add_argument("--crossbar-file", default=None, help="TOML/JSON file of crossbar parameters (over the preset)")
+    g.add_argument(
+        "--crossbar-set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="crossbar parameter override, e.g. read_noise.proportional=0.02 (repeatable)",
+    )
 
 
 def parse_backends(spec: str) -> list[str]:
@@ -49,6 +59,19 @@ def parse_backends(spec: str) -> list[str]:
             f"unknown backend {', '.join(unknown) or spec!r}; valid backends: {', '.join(backend_names())}, all"
         )
     return names
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per-backend constructor options from ``--set`` and the backend-specific flags."""
+    out = parse_options(args.options)
+    crossbar = out.setdefault("crossbar", {})
+    if args.crossbar_preset is not None:
+        crossbar["preset"] = args.crossbar_preset
+    if args.crossbar_file is not None:
+        crossbar["file"] = args.crossbar_file
+    if args.crossbar_set:
+        crossbar["overrides"] = list(args.crossbar_set)
+    return out
 
 
 def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:

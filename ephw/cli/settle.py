@@ -8,9 +8,9 @@ import json
 from ephw.cli.common import (
     add_model_data_options,
     add_settle_options,
+    backend_options,
     load_model_and_data,
     parse_backends,
-    parse_options,
     print_table,
 )
 from ephw.compare import compare_backends
@@ -53,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_settle(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backend)
-    options = parse_options(args.options)
+    options = backend_options(args)
     net, data = load_model_and_data(args)
     rows = []
     for name in backends:
@@ -73,7 +73,7 @@ def run_compare(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backends)
     net, data = load_model_and_data(args)
     report, _ = compare_backends(
-        net, data, backends, steps=args.steps, tol=args.tol, batch_size=args.batch, options=parse_options(args.options)
+        net, data, backends, steps=args.steps, tol=args.tol, batch_size=args.batch, options=backend_options(args)
     )
     if args.json:
         print(json.dumps(report))
