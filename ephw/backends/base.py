@@ -32,8 +32,10 @@ class SettleResult:
         steps_per_sample: ``(B,)`` step at which each sample's residual first fell
             below ``tol`` and the sample was frozen (``steps`` for samples that never
             got there).
-        converged: ``(B,)`` bool, the sample reached ``tol``; ``None`` when the run
-            had no tolerance (fixed number of steps).
+        converged: ``(B,)`` bool, the sample reached ``tol`` (or, on a backend with
+            stochastic reads, a stationary residual: see
+            :attr:`IterativeBackend.plateau_window`); ``None`` when the run had no
+            tolerance (fixed number of steps).
         residuals: ``(steps, B)`` per-step residual ``max |s_new - s_old| / dt`` over
             all layers and units (for ``dt = 1`` that is ``max |sigma(dPhi/ds) - s|``);
             0 once a sample is frozen.
@@ -99,6 +101,12 @@ class IterativeBackend(Backend):
 
     #: The residual is ``max |s_new - s_old| / residual_scale`` (Euler: ``dt``).
     residual_scale: float = 1.0
+    #: With stochastic reads the residual never reaches ``tol``: a sample also counts as
+    #: settled once its residual is stationary, i.e. the mean over the last
+    #: ``plateau_window`` steps is no longer below ``plateau_ratio`` x the mean over the
+    #: ``plateau_window`` steps before (``None``: only ``tol`` stops a sample).
+    plateau_window: int | None = None
+    plateau_ratio: float = 0.9
 
     @abstractmethod
     def step(
@@ -152,6 +160,8 @@ class IterativeBackend(Backend):
                 energies.append(energy)
                 residuals.append(x.new_zeros(batch).index_put((active,), r))
                 done = r < tol if tol is not None else torch.zeros_like(r, dtype=torch.bool)
+                if tol is not None and self.plateau_window and k + 1 >= 2 * self.plateau_window:
+                    done |= self._on_plateau(residuals, active)
                 if bool(done.any()):
                     idx = active[done]
                     for full, s in zip(states, new):
@@ -188,6 +198,11 @@ class IterativeBackend(Backend):
             backend=self.name,
             seconds=time.perf_counter() - start,
         )
+
+    def _on_plateau(self, residuals: list[Tensor], active: Tensor) -> Tensor:
+        w = self.plateau_window
+        window = torch.stack(residuals[-2 * w :])[:, active]  # (2w, active)
+        return window[w:].mean(0) >= self.plateau_ratio * window[:w].mean(0)
 
 
 def initial_states(net: EnergyModel, x: Tensor, init: Sequence[Tensor] | None) -> States:

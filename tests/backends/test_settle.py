@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ephw import BACKENDS, settle
-from ephw.backends import Backend, IterativeBackend, get_backend
+from ephw.backends import Backend, Euler, IterativeBackend, get_backend
 from ephw.errors import BackendError, InputError
 
 
@@ -105,3 +105,30 @@ def test_bad_images_and_init(net_factory, batch_factory):
         settle(net, x.float(), "euler")
     with pytest.raises(InputError, match="state 1"):
         settle(net, x, "euler", init=[torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3)])
+
+
+def test_noisy_backend_settles_on_a_residual_plateau(net_factory, batch_factory):
+    """With noise the residual never reaches tol; a stationary residual counts as settled."""
+
+    class NoisyEuler(Euler):
+        name = "noisy-euler"
+        plateau_window = 10
+
+        def __init__(self):
+            super().__init__()
+            self.gen = torch.Generator().manual_seed(0)
+
+        def step(self, net, x, states, beta, target, ops):
+            new, energy = super().step(net, x, states, beta, target, ops)
+            noise = [1e-3 * torch.randn(s.shape, generator=self.gen, dtype=s.dtype) for s in new]
+            return [(s + n).clamp(0, 1) for s, n in zip(new, noise)], energy
+
+    net = net_factory()
+    x, _ = batch_factory()
+    plain = settle(net, x, NoisyEuler(), steps=1000, tol=1e-9)
+    assert plain.converged.all() and plain.steps < 1000
+    floor = plain.residuals[-5:].max()
+    assert 1e-4 < floor < 1e-2  # the noise floor is reported, not hidden
+    NoisyEuler.plateau_window = None
+    stuck = settle(net, x, NoisyEuler(), steps=200, tol=1e-9)
+    assert not stuck.converged.any() and stuck.steps == 200
