@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ephw import __version__
-from ephw.cli import bench, settle, train
+from ephw.cli import bench, settle, sweep, train
 from ephw.errors import EphwError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_parsers(sub)
     train.add_parsers(sub)
     bench.add_parsers(sub)
+    sweep.add_parsers(sub)
     return parser
 
 

@@ -103,3 +103,32 @@ def test_console_script_entry_point():
         [sys.executable, "-m", "ephw.cli.main", "settle", "--backend", "nope"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "valid backends" in proc.stderr
+
+
+def test_sweep_writes_json_and_plot(capsys, tmp_path):
+    png = tmp_path / "sweep.png"
+    code, out, _ = run(
+        capsys,
+        "sweep",
+        "--backend",
+        "euler",
+        "--param",
+        "dt",
+        "--values",
+        "1,0.5",
+        "--seeds",
+        "2",
+        "--n",
+        "32",
+        "--json",
+        "--plot",
+        str(png),
+    )
+    report = json.loads(out)
+    assert code == 0 and png.stat().st_size > 1000
+    assert [r["value"] for r in report["rows"]] == [1, 0.5]
+    first = report["rows"][0]
+    assert (
+        first["max_abs_state_diff"]["mean"] == 0.0 and first["accuracy"]["values"] == [report["reference_accuracy"]] * 2
+    )
+    assert first["accuracy"]["ci95"] == 0.0

@@ -1,0 +1,73 @@
+"""``ephw sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ephw.cli.common import (
+    add_model_data_options,
+    add_settle_options,
+    backend_options,
+    load_model_and_data,
+    parse_backends,
+    print_table,
+)
+from ephw.sweep import plot_sweep, run_sweep
+
+
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="accuracy and fixed-point deviation vs one backend parameter, over seeds")
+    p.add_argument("--backend", default="crossbar")
+    p.add_argument(
+        "--param", required=True, help="crossbar: SECTION.FIELD (e.g. read_noise.proportional); else an option"
+    )
+    p.add_argument("--values", required=True, help="comma-separated values")
+    p.add_argument("--seeds", type=int, default=1, help="chips (programming + read-noise seeds) per value")
+    p.add_argument("--plot", default=None, metavar="PNG", help="save a figure")
+    add_model_data_options(p)
+    add_settle_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    (backend,) = parse_backends(args.backend)
+    net, data = load_model_and_data(args)
+    values = [_value(v.strip()) for v in args.values.split(",") if v.strip()]
+    report = run_sweep(
+        net,
+        data,
+        backend,
+        args.param,
+        values,
+        seeds=args.seeds,
+        steps=args.steps,
+        tol=args.tol,
+        batch_size=args.batch,
+        options=backend_options(args).get(backend, {}),
+    )
+    if args.plot:
+        plot_sweep(report, args.plot)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        rows = [
+            {
+                "value": r["value"],
+                **{
+                    m: f"{r[m]['mean']:.4g} ± {r[m]['ci95']:.2g}"
+                    for m in ("accuracy", "agreement", "mean_abs_state_diff")
+                },
+            }
+            for r in report["rows"]
+        ]
+        print(f"{backend}: {args.param}; reference {report['reference']} accuracy {report['reference_accuracy']:.4f}")
+        print_table(rows, ["value", "accuracy", "agreement", "mean_abs_state_diff"])
+    return 0
