@@ -17,6 +17,12 @@ def layer_differences(states: Sequence[torch.Tensor], reference: Sequence[torch.
     return [float((a - b).abs().max()) for a, b in zip(states, reference)]
 
 
+def mean_abs_difference(states: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> float:
+    """Mean of ``|s - s_ref|`` over all units of all layers and samples."""
+    total = sum(float((a - b).abs().sum()) for a, b in zip(states, reference))
+    return total / sum(a.numel() for a in states)
+
+
 def sample_differences(states: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> torch.Tensor:
     """``max |s - s_ref|`` per sample over all layers, ``(n,)``."""
     return torch.stack([(a - b).abs().flatten(1).amax(1) for a, b in zip(states, reference)]).amax(0)
@@ -62,6 +68,7 @@ def compare_backends(
                 "converged_fraction": summary["converged_fraction"],
                 "seconds": summary["seconds"],
                 "max_abs_state_diff": max(diffs),
+                "mean_abs_state_diff": mean_abs_difference(run.states, ref.states),
                 "prediction_agreement": float((run.predictions == ref.predictions).float().mean()),
                 "layer_max_abs_diff": diffs,
                 "samples_differing": int((sample_differences(run.states, ref.states) > differ_above).sum()),

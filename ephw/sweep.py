@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ephw.backends import get_backend
-from ephw.compare import sample_differences
+from ephw.compare import mean_abs_difference, sample_differences
 from ephw.data import ImageSet
 from ephw.inference import settle_dataset
 from ephw.model import EnergyModel
@@ -23,8 +23,18 @@ from ephw.stats import mean_ci
 METRICS = ("accuracy", "agreement", "mean_abs_state_diff", "max_abs_state_diff", "converged_fraction", "steps_mean")
 
 
+#: Short names for the crossbar parameters swept most often (``--param read_noise``).
+CROSSBAR_ALIASES = {
+    "read_noise": "read_noise.proportional",
+    "programming_noise": "programming_noise.rel",
+    "drift_time": "drift.t_seconds",
+    "levels": "conductance.levels_bits",
+}
+
+
 def _backend_options(backend: str, param: str, value: Any, seed: int, options: dict[str, Any]) -> dict[str, Any]:
     if backend == "crossbar":
+        param = CROSSBAR_ALIASES.get(param, param)
         overrides = [
             *options.get("overrides", []),
             f"{param}={value}",
@@ -62,10 +72,7 @@ def run_sweep(
             summary = run.summary()
             per_seed["accuracy"].append(run.accuracy)
             per_seed["agreement"].append(float((run.predictions == ref.predictions).float().mean()))
-            per_seed["mean_abs_state_diff"].append(
-                float(sum((a - b).abs().sum() for a, b in zip(run.states, ref.states)))
-                / sum(a.numel() for a in run.states)
-            )
+            per_seed["mean_abs_state_diff"].append(mean_abs_difference(run.states, ref.states))
             per_seed["max_abs_state_diff"].append(float(diff.max()))
             per_seed["converged_fraction"].append(summary["converged_fraction"] or 0.0)
             per_seed["steps_mean"].append(summary["steps_mean"])

@@ -50,12 +50,16 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
     ap.add_argument("--backends", default=",".join(backend_names()))
     ap.add_argument("--out", default="compare_backends.png")
+    ap.add_argument("--crossbar-preset", default="pcm", help="preset of the crossbar backend (ideal, rram, pcm)")
     args = ap.parse_args()
 
     ckpt = load_checkpoint(args.model)
     net = ckpt.model()
     data = load_dataset(ckpt.meta.get("data", "digits"), "test").subset(args.n)
-    report, runs = compare_backends(net, data, args.backends.split(","), steps=args.steps, tol=args.tol)
+    options = {"crossbar": {"preset": args.crossbar_preset}}
+    report, runs = compare_backends(
+        net, data, args.backends.split(","), steps=args.steps, tol=args.tol, options=options
+    )
     print(f"reference: {report['reference']}  ({data.name}, n={len(data)})")
     print_table(report["rows"], COMPARE_COLUMNS)
 

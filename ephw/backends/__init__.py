@@ -5,12 +5,14 @@
 
 from ephw.backends.asynchronous import Async
 from ephw.backends.base import Backend, IterativeBackend, SettleResult
+from ephw.backends.crossbar import Crossbar
 from ephw.backends.euler import Euler
 from ephw.backends.registry import BACKENDS, backend_names, get_backend, register
 from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL, settle
 
 register(Euler)
 register(Async)
+register(Crossbar)
 
 __all__ = [
     "BACKENDS",
@@ -18,6 +20,7 @@ __all__ = [
     "DEFAULT_TOL",
     "Async",
     "Backend",
+    "Crossbar",
     "Euler",
     "IterativeBackend",
     "SettleResult",

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ephw.backends import Euler, settle
+from ephw.backends import Euler, IterativeBackend, get_backend, settle
 from ephw.bench.timing import time_interleaved
 from ephw.checkpoint import load_model
 from ephw.data import dataset_stats, load_dataset
-from ephw.errors import DataError
+from ephw.errors import DataError, InputError
 from ephw.model import EnergyModel, States, named_config
 
 
@@ -111,4 +111,49 @@ def bench_settle(
         "async_over_euler_steps": steps["async"] / steps["euler"],
         "euler_converged_fraction": conv["euler"].converged_fraction,
         "async_converged_fraction": conv["async"].converged_fraction,
+    }
+
+
+def bench_backend_steps(
+    backends: list[str],
+    config: str = "digits",
+    batch: int = 64,
+    *,
+    repeats: int = 5,
+    device: str = "cpu",
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Per-step time of each backend's update, and its ratio to the first backend's, in one run.
+
+    Every backend steps from the same states (partway to the fixed point); hardware
+    backends program their chip before timing starts.
+    """
+    options = options or {}
+    dev = torch.device(device)
+    net, x, source = _model_and_images(config, batch, dev)
+    states = settle(net, x, "euler", steps=5, tol=None).states
+    impls = {name: get_backend(name, **options.get(name, {})) for name in backends}
+    fns = {}
+    for name, impl in impls.items():
+        if not isinstance(impl, IterativeBackend):
+            raise InputError(f"bench: backend {name!r} has no single-step update to time")
+        ops = impl.synapses(net)
+
+        def step(impl: IterativeBackend = impl, ops: Any = ops) -> object:
+            with torch.no_grad():
+                return impl.step(net, x, states, 0.0, None, ops)
+
+        fns[name] = step
+    times = time_interleaved(fns, repeats=repeats, device=dev)
+    first = backends[0]
+    return {
+        "config": config,
+        "batch": batch,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "model": source,
+        "reference": first,
+        "rows": [
+            {"backend": name, "step_seconds": t, "ratio_to_reference": t / times[first]} for name, t in times.items()
+        ],
     }

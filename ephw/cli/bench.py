@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ephw.bench.settle_bench import bench_settle
+from ephw.bench.settle_bench import bench_backend_steps, bench_settle
+from ephw.cli.common import backend_options, parse_backends, print_table
 from ephw.model import CONFIG_NAMES
 
 
@@ -13,17 +14,42 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks (speed as ratios measured in one run)")
     kinds = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = kinds.add_parser("settle", help="ephw settle step vs naive autograd step; euler vs async steps to tol")
-    p.add_argument("--config", default="paper", choices=CONFIG_NAMES)
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="instead: time each backend's step against the first's, e.g. euler,crossbar (bundled model by default)",
+    )
+    p.add_argument("--config", default=None, choices=CONFIG_NAMES, help="default: paper; digits with --backends")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per step kind (median reported)")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="BACKEND.KEY=VALUE")
+    p.add_argument("--crossbar-preset", default=None)
+    p.add_argument("--crossbar-file", default=None)
+    p.add_argument("--crossbar-set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.set_defaults(func=run_bench_settle)
 
 
 def run_bench_settle(args: argparse.Namespace) -> int:
+    if args.backends:
+        r = bench_backend_steps(
+            parse_backends(args.backends),
+            args.config or "digits",
+            args.batch,
+            repeats=args.repeats,
+            device=args.device,
+            options=backend_options(args),
+        )
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"config {r['config']}, batch {r['batch']}, {r['device']} ({r['threads']} threads); {r['model']}")
+            print_table(r["rows"], ["backend", "step_seconds", "ratio_to_reference"])
+        return 0
+    args.config = args.config or "paper"
     r = bench_settle(
         args.config, args.batch, repeats=args.repeats, tol=args.tol, max_steps=args.max_steps, device=args.device
     )

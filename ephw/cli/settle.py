@@ -32,6 +32,7 @@ COMPARE_COLUMNS = [
     "steps_mean",
     "seconds",
     "max_abs_state_diff",
+    "mean_abs_state_diff",
     "prediction_agreement",
     "samples_differing",
 ]
