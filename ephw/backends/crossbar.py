@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ephw.backends.euler import Euler
 from ephw.crossbar import CrossbarArray, CrossbarParams, load_params
+from ephw.errors import BackendError
 from ephw.model import EnergyModel
 
 
@@ -32,7 +33,13 @@ class CrossbarSynapses:
     def __init__(self, net: EnergyModel, params: CrossbarParams) -> None:
         self.layers = net.synapses
         self.arrays = [CrossbarArray.program(unrolled(m), params, layer=j) for j, m in enumerate(self.layers)]
-        self.biases = [m.bias.detach() for m in self.layers]
+        self.biases = [m.bias.detach().clone() for m in self.layers]
+
+    def reprogram(self) -> None:
+        """Write the layers' current weights onto the same chip (fresh programming draws)."""
+        for array, layer in zip(self.arrays, self.layers):
+            array.reprogram(unrolled(layer))
+        self.biases = [m.bias.detach().clone() for m in self.layers]
 
     def forward(self, j: int, src: Tensor) -> Tensor:
         layer, array = self.layers[j], self.arrays[j]
@@ -62,9 +69,12 @@ class Crossbar(Euler):
         overrides: ``"section.field=value"`` strings applied last (e.g. ``read_noise.proportional=0.02``).
         params: ready :class:`CrossbarParams` instead of preset/file/overrides.
         dt: Euler step size.
+        reprogram_every: during training, write the updated weights onto the chip only
+            after this many weight updates (between them the chip keeps the old ones).
 
-    The chip (programmed conductances) is drawn once per model weights and reused
-    across settle calls; changing the weights (training) programs a new chip.
+    The chip is programmed once per model and reused across settle calls. When the
+    weights change (a training update), they are re-programmed onto the same chip
+    with fresh programming draws -- hardware-in-the-loop EP training.
     """
 
     name = "crossbar"
@@ -77,18 +87,30 @@ class Crossbar(Euler):
         overrides: Sequence[str] = (),
         params: CrossbarParams | None = None,
         dt: float = 1.0,
+        reprogram_every: int = 1,
     ) -> None:
         super().__init__(dt)
+        if reprogram_every < 1:
+            raise BackendError(f"crossbar: reprogram_every must be >= 1, got {reprogram_every}")
+        self.reprogram_every = int(reprogram_every)
+        self._updates = 0
         self.params = params if params is not None else load_params(preset, file, list(overrides))
         if self.params.read_noise.enabled:
             # reads are stochastic: also stop a sample once its residual is stationary
             self.plateau_window = 20
-        self._chip: tuple[tuple[int, ...], CrossbarSynapses] | None = None
+        self._chip: tuple[int, tuple[int, ...], CrossbarSynapses] | None = None
 
     def synapses(self, net: EnergyModel) -> CrossbarSynapses:
         # torch bumps a tensor's _version on every in-place update (optimizer steps)
-        key = (id(net), *(p._version for p in net.parameters()))
-        if self._chip is None or self._chip[0] != key:
-            with torch.no_grad():
-                self._chip = (key, CrossbarSynapses(net, self.params))
-        return self._chip[1]
+        version = tuple(p._version for p in net.parameters())
+        with torch.no_grad():
+            if self._chip is None or self._chip[0] != id(net):
+                self._chip = (id(net), version, CrossbarSynapses(net, self.params))
+                self._updates = 0
+            elif self._chip[1] != version:
+                self._updates += 1
+                if self._updates >= self.reprogram_every:
+                    self._chip[2].reprogram()
+                    self._updates = 0
+                self._chip = (id(net), version, self._chip[2])
+        return self._chip[2]

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ephw.bench.settle_bench import bench_backend_steps, bench_settle
-from ephw.cli.common import backend_options, parse_backends, print_table
+from ephw.cli.common import add_backend_option_flags, backend_options, parse_backends, print_table
 from ephw.model import CONFIG_NAMES
 
 
@@ -26,10 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--set", dest="options", action="append", default=[], metavar="BACKEND.KEY=VALUE")
-    p.add_argument("--crossbar-preset", default=None)
-    p.add_argument("--crossbar-file", default=None)
-    p.add_argument("--crossbar-set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    add_backend_option_flags(p)
     p.set_defaults(func=run_bench_settle)
 
 

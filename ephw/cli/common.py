@@ -30,15 +30,20 @@ def add_model_data_options(p: argparse.ArgumentParser) -> None:
 def add_settle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="maximal steps per batch")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="stop when max|ds| < tol for every sample")
+    add_backend_option_flags(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_backend_option_flags(p: argparse.ArgumentParser) -> None:
+    """``--set BACKEND.KEY=VALUE`` and the crossbar flags (read by :func:`backend_options`)."""
     p.add_argument(
         "--set",
         dest="options",
         action="append",
         default=[],
         metavar="BACKEND.KEY=VALUE",
-        help="backend option, e.g. euler.dt=0.5 (repeatable; VALUE is parsed as JSON when possible)",
+        help="backend option, e.g. euler.dt=0.5 or crossbar.reprogram_every=10 (repeatable; VALUE parsed as JSON)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     g = p.add_argument_group("crossbar backend")
     g.add_argument("--crossbar-preset", default=None, help="ideal, rram or pcm (default ideal)")
     g.add_argument("--crossbar-file", default=None, help="TOML/JSON file of crossbar parameters (over the preset)")

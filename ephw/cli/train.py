@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ephw.backends import backend_names
+from ephw.cli.common import add_backend_option_flags, backend_options
 from ephw.errors import InputError
 from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
 from ephw.training.train_ep import CIFAR_DEFAULTS, EPTrainSettings, train_ep
@@ -60,6 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--tol", type=float, default=None, help="stop phases early below this residual (default: fixed steps)"
     )
     p.add_argument("--backend", default=None, help=f"settling backend: {', '.join(backend_names())} (default async)")
+    add_backend_option_flags(p)
     p.add_argument(
         "--augment",
         default=None,
@@ -101,6 +103,7 @@ def run_train_ep(args: argparse.Namespace) -> int:
         nudge_steps=pick(args.nudge_steps, "nudge_steps"),
         tol=args.tol,
         backend=pick(args.backend, "backend"),
+        backend_options=backend_options(args).get(pick(args.backend, "backend"), {}),
         augment=args.augment,
         seed=args.seed,
         eval_steps=args.eval_steps,

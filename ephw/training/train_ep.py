@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from ephw.backends import get_backend
 from ephw.checkpoint import save_model
 from ephw.data import dataset_stats, load_dataset, random_crop_flip
 from ephw.errors import ConfigError
@@ -47,6 +48,7 @@ class EPTrainSettings:
     nudge_steps: int = 10
     tol: float | None = None
     backend: str = "async"
+    backend_options: dict[str, Any] = field(default_factory=dict)  # e.g. crossbar preset/overrides
     augment: bool | None = None
     seed: int = 0
     eval_steps: int = 500
@@ -123,6 +125,9 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
     elif run.checkpoint.exists():
         raise ConfigError(f"{run.checkpoint} exists: pass --resume to continue that run, or choose another --out")
     augment = s.augment if s.augment is not None else s.data.startswith("cifar")
+    # one backend instance for the whole run: a hardware backend keeps its chip and
+    # re-programs the updated weights onto it
+    backend = get_backend(s.backend, **s.backend_options)
     meta = {"data": s.data, "trainer": "ep", "settings": asdict(s)}
 
     def save() -> None:
@@ -142,7 +147,7 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
                 x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
             x, y = x.to(device), y.to(device)
             step = ep_step(
-                net, x, y, backend=s.backend, beta=s.beta, free_steps=s.free_steps, nudge_steps=s.nudge_steps, tol=s.tol
+                net, x, y, backend=backend, beta=s.beta, free_steps=s.free_steps, nudge_steps=s.nudge_steps, tol=s.tol
             )
             with torch.no_grad():
                 loss = float(net.loss(step.free.states, y).mean())
@@ -176,7 +181,7 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
                 save()
             if b + 1 == n_batches:
                 t0 = time.perf_counter()
-                ev = settle_dataset(net.eval(), test, s.backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
+                ev = settle_dataset(net.eval(), test, backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
                 last = {
                     "epoch": epoch + 1,
                     "test_accuracy": ev.accuracy,
