@@ -58,6 +58,17 @@ def _model_and_images(config: str, batch: int, device: torch.device) -> tuple[En
     return net, x.to(device), source
 
 
+def _context(config: str, batch: int, device: torch.device, source: str) -> dict[str, Any]:
+    """What a benchmark ran on (reported with every result)."""
+    return {
+        "config": config,
+        "batch": batch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "model": source,
+    }
+
+
 def bench_settle(
     config: str = "paper",
     batch: int = 64,
@@ -94,11 +105,7 @@ def bench_settle(
     conv = {name: settle(net, x, name, steps=max_steps, tol=tol) for name in ("euler", "async")}
     steps = {name: float(r.steps_per_sample.float().mean()) for name, r in conv.items()}
     return {
-        "config": config,
-        "batch": batch,
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "model": source,
+        **_context(config, batch, dev, source),
         "step_seconds_ephw": times["ephw"],
         "step_seconds_autograd": times["autograd_nchw"],
         "step_seconds_autograd_same_layout": times["autograd_same_layout"],
@@ -147,11 +154,7 @@ def bench_backend_steps(
     times = time_interleaved(fns, repeats=repeats, device=dev)
     first = backends[0]
     return {
-        "config": config,
-        "batch": batch,
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "model": source,
+        **_context(config, batch, dev, source),
         "reference": first,
         "rows": [
             {"backend": name, "step_seconds": t, "ratio_to_reference": t / times[first]} for name, t in times.items()

@@ -175,8 +175,10 @@ class EnergyModel(nn.Module):
             return fwd.ops.adjoint(j, up, src)
         return fwd.ops.adjoint(j, v.flatten(1), src.flatten(1)).view_as(src)
 
-    def _nudge(self, fwd: _Forward, states: Sequence[Tensor], target: Tensor) -> tuple[Tensor, Tensor]:
+    def _nudge(self, fwd: _Forward, states: Sequence[Tensor], target: Tensor | None) -> tuple[Tensor, Tensor]:
         """Loss ``L`` per sample and ``dL/ds^N`` for the last state layer."""
+        if target is None:
+            raise InputError("a non-zero beta needs a target")
         out = states[-1]
         if self.config.output == "mse":
             diff = out - self._one_hot(target, out)
@@ -226,8 +228,6 @@ class EnergyModel(nn.Module):
             out[i] = u
         phi = self._phi_from(fwd, states)
         if beta != 0.0:
-            if target is None:
-                raise InputError("a non-zero beta needs a target")
             loss, dloss = self._nudge(fwd, states, target)
             phi = phi - beta * loss
             if out[-1] is not None:
@@ -252,8 +252,6 @@ class EnergyModel(nn.Module):
         fwd = self._forward(x, states, synapses or self.digital)
         phi = self._phi_from(fwd, states)
         if beta != 0.0:
-            if target is None:
-                raise InputError("a non-zero beta needs a target")
             phi = phi - beta * self._nudge(fwd, states, target)[0]
         return phi
 
