@@ -20,6 +20,8 @@ from ephw.backends.euler import Euler
 from ephw.crossbar import CrossbarArray, CrossbarParams, load_params
 from ephw.errors import BackendError
 from ephw.model import EnergyModel
+from ephw.model.energy import channels_last
+from ephw.model.synapses import conv_input_grad
 
 
 def unrolled(layer: nn.Module) -> Tensor:
@@ -43,21 +45,38 @@ class CrossbarSynapses:
 
     def forward(self, j: int, src: Tensor) -> Tensor:
         layer, array = self.layers[j], self.arrays[j]
-        if isinstance(layer, nn.Conv2d):
-            k, p = layer.kernel_size, layer.padding
-            cols = F.unfold(src, k, padding=p)  # (B, C_in k k, L)
-            out = array.read(cols.transpose(1, 2))  # (B, L, C_out)
-            h = src.shape[2] + 2 * p[0] - k[0] + 1
-            w = src.shape[3] + 2 * p[1] - k[1] + 1
-            return out.transpose(1, 2).reshape(src.shape[0], -1, h, w) + self.biases[j].view(1, -1, 1, 1)
-        return array.read(src) + self.biases[j]
+        if not isinstance(layer, nn.Conv2d):
+            return array.read(src) + self.biases[j]
+        linear = array.linear_read()
+        if linear is not None:  # the same read, evaluated as convolutions (no im2col)
+            w_eff, v_eff = linear
+            out = F.conv2d(src, channels_last(w_eff.view_as(layer.weight)), padding=layer.padding)
+            if v_eff is not None:
+                var = F.conv2d(src * src, channels_last(v_eff.view_as(layer.weight)), padding=layer.padding)
+                out = out + var.clamp_(min=0).sqrt() * array.read_noise(out.shape)
+            return out + self.biases[j].view(1, -1, 1, 1)
+        k, p = layer.kernel_size, layer.padding
+        cols = F.unfold(src, k, padding=p)  # (B, C_in k k, L)
+        out = array.read(cols.transpose(1, 2))  # (B, L, C_out)
+        h = src.shape[2] + 2 * p[0] - k[0] + 1
+        w = src.shape[3] + 2 * p[1] - k[1] + 1
+        return out.transpose(1, 2).reshape(src.shape[0], -1, h, w) + self.biases[j].view(1, -1, 1, 1)
 
     def adjoint(self, j: int, v: Tensor, src: Tensor) -> Tensor:
         layer, array = self.layers[j], self.arrays[j]
-        if isinstance(layer, nn.Conv2d):
-            cols = array.read_transposed(v.flatten(2).transpose(1, 2))  # (B, L, C_in k k)
-            return F.fold(cols.transpose(1, 2), src.shape[-2:], layer.kernel_size, padding=layer.padding)
-        return array.read_transposed(v)
+        if not isinstance(layer, nn.Conv2d):
+            return array.read_transposed(v)
+        linear = array.linear_read(transposed=True)
+        pad = layer.padding[0]
+        if linear is not None:
+            w_eff, v_eff = linear
+            out = conv_input_grad(v, src, channels_last(w_eff.view_as(layer.weight)), pad)
+            if v_eff is not None:
+                var = conv_input_grad(v * v, src, channels_last(v_eff.view_as(layer.weight)), pad)
+                out = out + var.clamp_(min=0).sqrt() * array.read_noise(out.shape)
+            return out
+        cols = array.read_transposed(v.flatten(2).transpose(1, 2))  # (B, L, C_in k k)
+        return F.fold(cols.transpose(1, 2), src.shape[-2:], layer.kernel_size, padding=layer.padding)
 
 
 class Crossbar(Euler):

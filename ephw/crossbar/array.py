@@ -321,6 +321,25 @@ class CrossbarArray:
 
         return self._read_tiles_transposed(v, st).to(out_dtype)
 
+    def linear_read(self, transposed: bool = False, t: float | None = None) -> tuple[Tensor, Tensor | None] | None:
+        """``(W_eff, V_eff)`` ``(out, in)`` when reads in that direction are linear, else ``None``.
+
+        With ideal DAC and ADC a read is exactly ``x @ W_effᵀ + sqrt(x² @ V_effᵀ) ξ``
+        (transposed: ``v @ W_eff + sqrt(v² @ V_eff) ξ``) with ``ξ`` from :meth:`read_noise`,
+        so a caller may evaluate it with any equivalent linear operator (e.g. a convolution
+        instead of im2col + matmul). ``V_eff`` is ``None`` without read noise.
+        """
+        p = self.params
+        dac, adc = (p.dac_transposed, p.adc_transposed) if transposed else (p.dac_forward, p.adc_forward)
+        if not (dac.ideal and adc.ideal):
+            return None
+        st = self._read_state(t)
+        return st.w_eff, st.v_eff
+
+    def read_noise(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
+        """Standard-normal draws ``ξ`` from this array's read stream (for :meth:`linear_read`)."""
+        return self._randn(torch.Size(shape))
+
     @torch.no_grad()
     def _read_tiles(self, x: Tensor, st: _ReadState) -> Tensor:
         """Forward read tile by tile (a converter on every tile), ``(..., in)`` -> ``(..., out)``."""

@@ -40,7 +40,7 @@ States = list[Tensor]
 class _Forward:
     """Forward terms of every synapse layer at the current states."""
 
-    terms: list[Tensor]  # P(w_j * in_j) + b_j (conv) or W_j in_j + b_j (dense), (B, *feature_shape_j)
+    terms: list[Tensor]  # P(w_j * in_j) + b_j (conv) or W_j in_j + b_j (dense) of every layer feeding a state
     switches: list[Tensor | None]  # max-pool argmax indices of conv layers, None for dense
     pre_pool: list[torch.Size | None]  # spatial size before pooling, conv layers only
     inputs: list[Tensor]  # input of every synapse layer: s^0 (normalised x), s^1, ...
@@ -156,7 +156,8 @@ class EnergyModel(nn.Module):
             terms.append(pooled)
             switches.append(idx)
             pre.append(a.shape[-2:])
-        for j in range(len(self.convs), len(self.convs) + len(self.dense)):
+        # a softmax readout is not a state: its forward term is only needed when nudging
+        for j in range(len(self.convs), len(self.convs) + len(self.dense) - (self.config.output == "softmax")):
             terms.append(ops.forward(j, (inp if j == 0 else states[j - 1]).flatten(1)))
             switches.append(None)
             pre.append(None)
@@ -183,10 +184,11 @@ class EnergyModel(nn.Module):
         if self.config.output == "mse":
             diff = out - self._one_hot(target, out)
             return 0.5 * diff.pow(2).sum(1), diff
-        logits = fwd.terms[-1]
+        readout = self.config.n_synapses - 1
+        logits = fwd.ops.forward(readout, out.flatten(1))
         loss = F.cross_entropy(logits, target, reduction="none")
         dlogits = torch.softmax(logits, 1) - self._one_hot(target, logits)
-        return loss, self._adjoint(len(fwd.terms) - 1, dlogits, fwd)
+        return loss, self._adjoint(readout, dlogits, fwd)
 
     @staticmethod
     def _one_hot(target: Tensor, like: Tensor) -> Tensor:
