@@ -90,3 +90,17 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path):
 def test_per_layer_learning_rates_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="lrs needs 1 or 3 values"):
         train_ep(tiny(tmp_path, lrs=(0.1, 0.2)))
+
+
+def test_hardware_in_the_loop_training_keeps_one_chip_and_records_it(tmp_path):
+    s = tiny(
+        tmp_path,
+        epochs=1,
+        backend="crossbar",
+        backend_options={"preset": "pcm", "overrides": ["chip_seed=4"], "reprogram_every": 2},
+    )
+    metrics = train_ep(replace(s, eval_steps=200))
+    assert metrics["test_converged_fraction"] >= 0.99  # noisy reads settle on their residual plateau
+    meta = load_checkpoint(tmp_path / "run" / "model.pt").meta
+    assert meta["settings"]["backend"] == "crossbar"
+    assert meta["settings"]["backend_options"]["preset"] == "pcm"
