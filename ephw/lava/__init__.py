@@ -1,0 +1,1 @@
+"""Support for running ephw models on Intel's Lava framework (``lava-nc``)."""
