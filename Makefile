@@ -10,8 +10,8 @@ STAMP  := $(VENV)/.ephw-installed
 
 setup: $(STAMP)
 
-# Re-install only when the dependency list changes.
-$(STAMP): pyproject.toml
+# Re-install only when the dependency list or the install steps change.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# lava-nc declares Python <3.11; its requirements came with ephw's (pyproject.toml),
