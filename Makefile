@@ -11,11 +11,11 @@ STAMP  := $(VENV)/.ephw-installed
 setup: $(STAMP)
 
 # Re-install only when the dependency list or the install steps change.
+# lava-nc declares Python <3.11: its requirements come with ephw's (pyproject.toml), lava-nc
+# itself is installed without them, and ephw/lava/compat.py repairs its 3.11 import (docs/lava.md).
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# lava-nc declares Python <3.11; its requirements came with ephw's (pyproject.toml),
-	# the 3.11 import repair is ephw/lava/compat.py (docs/lava.md).
 	$(BIN)/python -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
 	@touch $(STAMP)
 
