@@ -44,3 +44,23 @@ def net_factory() -> Callable[..., EnergyModel]:
 @pytest.fixture
 def batch_factory() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     return make_batch
+
+
+def synapse_probes(net: EnergyModel, ops, seed: int = 0):
+    """For every synapse layer ``j``: ``(j, src, out, v)`` with a random input ``src``, the
+    bias-free forward map ``out = ops.forward(j, src) - b_j`` and a random ``v`` shaped like
+    ``out`` -- the pieces of an adjointness check ``<out, v> == <src, ops.adjoint(j, v, src)>``."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [net.config.in_shape, *net.config.feature_shapes()]
+    for j, layer in enumerate(net.synapses):
+        src = torch.rand(2, *shapes[j], generator=g, dtype=torch.float64)
+        if j >= len(net.convs):
+            src = src.flatten(1)
+        bias = layer.bias.view(1, -1, 1, 1) if src.dim() == 4 else layer.bias
+        out = ops.forward(j, src) - bias
+        yield j, src, out, torch.rand(out.shape, generator=g, dtype=torch.float64)
+
+
+@pytest.fixture
+def probes() -> Callable[..., object]:
+    return synapse_probes

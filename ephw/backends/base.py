@@ -191,7 +191,7 @@ class IterativeBackend(Backend):
             states=states,
             logits=logits,
             steps=res.shape[0],
-            steps_per_sample=per_sample.clamp(max=res.shape[0]).cpu(),
+            steps_per_sample=per_sample.cpu(),
             converged=None if tol is None else frozen.cpu(),
             residuals=res.cpu(),
             energies=torch.stack(energies).cpu(),

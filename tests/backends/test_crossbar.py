@@ -32,21 +32,13 @@ def test_drives_through_ideal_crossbar_equal_exact_drives(net_factory, batch_fac
     assert torch.allclose(phi, phi2, atol=1e-12)
 
 
-def test_forward_and_transposed_reads_use_the_same_programmed_chip(net_factory):
+def test_forward_and_transposed_reads_use_the_same_programmed_chip(net_factory, probes):
     """With programming noise but noiseless reads, the feedback map is exactly the transpose of the forward map."""
     net = net_factory()
     ops = CrossbarSynapses(net, load_params("ideal", overrides=["programming_noise.rel=0.2", "chip_seed=3"]))
-    g = torch.Generator().manual_seed(0)
-    shapes = [(1, 8, 8), *net.config.feature_shapes()]
-    for j, layer in enumerate(net.synapses):
-        src = torch.rand(2, *shapes[j], generator=g, dtype=torch.float64)
-        if j >= len(net.convs):
-            src = src.flatten(1)
-        bias = layer.bias.view(1, -1, 1, 1) if src.dim() == 4 else layer.bias
-        out = ops.forward(j, src) - bias
-        exact = net.digital.forward(j, src) - bias
+    for j, src, out, v in probes(net, ops):
+        exact = net.digital.forward(j, src) - net.synapses[j].bias.view(1, -1, *[1] * (src.dim() - 2))
         assert (out - exact).abs().max() > 1e-3  # the chip is noisy ...
-        v = torch.rand(out.shape, generator=g, dtype=torch.float64)
         assert torch.allclose((out * v).sum(), (src * ops.adjoint(j, v, src)).sum(), rtol=1e-10)  # ... and symmetric
 
 

@@ -7,17 +7,10 @@ import torch
 from ephw.model import DigitalSynapses
 
 
-def test_digital_adjoint_is_transpose_of_forward(net_factory):
+def test_digital_adjoint_is_transpose_of_forward(net_factory, probes):
     net = net_factory()
     ops = DigitalSynapses(net.synapses)
-    g = torch.Generator().manual_seed(0)
-    shapes = [(1, 8, 8), *net.config.feature_shapes()]
-    for j, layer in enumerate(net.synapses):
-        src = torch.rand(2, *shapes[j], generator=g, dtype=torch.float64)
-        if j >= len(net.convs):
-            src = src.flatten(1)
-        out = ops.forward(j, src) - (layer.bias.view(1, -1, 1, 1) if src.dim() == 4 else layer.bias)
-        v = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    for j, src, out, v in probes(net, ops):
         lhs = (out * v).sum()
         rhs = (src * ops.adjoint(j, v, src)).sum()
         assert torch.allclose(lhs, rhs, rtol=1e-12), j
