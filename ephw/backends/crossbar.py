@@ -29,6 +29,12 @@ def unrolled(layer: nn.Module) -> Tensor:
     return layer.weight.detach().reshape(layer.weight.shape[0], -1)
 
 
+def _noise_like(array: CrossbarArray, t: Tensor) -> Tensor:
+    """Read-noise draws shaped like the 4-D tensor ``t``, laid out as ``t`` is (channels-last)."""
+    b, c, h, w = t.shape
+    return array.read_noise((b, h, w, c)).permute(0, 3, 1, 2)  # iid draws: only the layout changes
+
+
 class CrossbarSynapses:
     """The synapse operators of ``net`` evaluated on programmed crossbars (one per layer)."""
 
@@ -36,6 +42,7 @@ class CrossbarSynapses:
         self.layers = net.synapses
         self.arrays = [CrossbarArray.program(unrolled(m), params, layer=j) for j, m in enumerate(self.layers)]
         self.biases = [m.bias.detach().clone() for m in self.layers]
+        self._kernel_cache: dict[int, tuple[Tensor, tuple[Tensor, Tensor | None]]] = {}
 
     def reprogram(self) -> None:
         """Write the layers' current weights onto the same chip (fresh programming draws)."""
@@ -43,18 +50,34 @@ class CrossbarSynapses:
             array.reprogram(unrolled(layer))
         self.biases = [m.bias.detach().clone() for m in self.layers]
 
+    def _kernels(self, j: int, transposed: bool = False) -> tuple[Tensor, Tensor | None] | None:
+        """Layer ``j``'s effective ``(W, V)`` as channels-last conv kernels, or ``None`` for a non-linear read.
+
+        Cached per read state of the array (a new drift time or programming gives new kernels),
+        so the per-step reads do not re-layout the weights.
+        """
+        array, shape = self.arrays[j], self.layers[j].weight.shape
+        linear = array.linear_read(transposed=transposed)
+        if linear is None:
+            return None
+        cached = self._kernel_cache.get(j)  # both directions read the same effective weights
+        if cached is None or cached[0] is not linear[0]:
+            w, v = (None if t is None else channels_last(t.view(shape)) for t in linear)
+            cached = self._kernel_cache[j] = (linear[0], (w, v))
+        return cached[1]
+
     def forward(self, j: int, src: Tensor) -> Tensor:
         layer, array = self.layers[j], self.arrays[j]
         if not isinstance(layer, nn.Conv2d):
             return array.read(src) + self.biases[j]
-        linear = array.linear_read()
-        if linear is not None:  # the same read, evaluated as convolutions (no im2col)
-            w_eff, v_eff = linear
-            out = F.conv2d(src, channels_last(w_eff.view_as(layer.weight)), padding=layer.padding)
+        kernels = self._kernels(j)
+        if kernels is not None:  # the same read, evaluated as convolutions (no im2col)
+            w_eff, v_eff = kernels
+            out = F.conv2d(src, w_eff, padding=layer.padding)
             if v_eff is not None:
-                var = F.conv2d(src * src, channels_last(v_eff.view_as(layer.weight)), padding=layer.padding)
-                out = out + var.clamp_(min=0).sqrt() * array.read_noise(out.shape)
-            return out + self.biases[j].view(1, -1, 1, 1)
+                var = F.conv2d(src * src, v_eff, padding=layer.padding)
+                out.addcmul_(var.clamp_(min=0).sqrt_(), _noise_like(array, out))
+            return out.add_(self.biases[j].view(1, -1, 1, 1))
         k, p = layer.kernel_size, layer.padding
         cols = F.unfold(src, k, padding=p)  # (B, C_in k k, L)
         out = array.read(cols.transpose(1, 2))  # (B, L, C_out)
@@ -66,14 +89,14 @@ class CrossbarSynapses:
         layer, array = self.layers[j], self.arrays[j]
         if not isinstance(layer, nn.Conv2d):
             return array.read_transposed(v)
-        linear = array.linear_read(transposed=True)
-        pad = layer.padding[0]
-        if linear is not None:
-            w_eff, v_eff = linear
-            out = conv_input_grad(v, src, channels_last(w_eff.view_as(layer.weight)), pad)
+        kernels = self._kernels(j, transposed=True)
+        if kernels is not None:
+            w_eff, v_eff = kernels
+            pad = layer.padding[0]
+            out = conv_input_grad(v, src, w_eff, pad)
             if v_eff is not None:
-                var = conv_input_grad(v * v, src, channels_last(v_eff.view_as(layer.weight)), pad)
-                out = out + var.clamp_(min=0).sqrt() * array.read_noise(out.shape)
+                var = conv_input_grad(v * v, src, v_eff, pad)
+                out.addcmul_(var.clamp_(min=0).sqrt_(), _noise_like(array, out))
             return out
         cols = array.read_transposed(v.flatten(2).transpose(1, 2))  # (B, L, C_in k k)
         return F.fold(cols.transpose(1, 2), src.shape[-2:], layer.kernel_size, padding=layer.padding)
