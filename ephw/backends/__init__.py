@@ -7,12 +7,15 @@ from ephw.backends.asynchronous import Async
 from ephw.backends.base import Backend, IterativeBackend, SettleResult
 from ephw.backends.crossbar import Crossbar
 from ephw.backends.euler import Euler
+from ephw.backends.lava import Lava, LavaFixed
 from ephw.backends.registry import BACKENDS, backend_names, get_backend, register
 from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL, settle
 
 register(Euler)
 register(Async)
 register(Crossbar)
+register(Lava)
+register(LavaFixed)
 
 __all__ = [
     "BACKENDS",
@@ -23,6 +26,8 @@ __all__ = [
     "Crossbar",
     "Euler",
     "IterativeBackend",
+    "Lava",
+    "LavaFixed",
     "SettleResult",
     "backend_names",
     "get_backend",

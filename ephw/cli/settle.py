@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ephw.backends import get_backend
 from ephw.cli.common import (
     add_model_data_options,
     add_settle_options,
@@ -41,6 +42,11 @@ COMPARE_COLUMNS = [
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("settle", help="settle test images on one backend (or all) and report accuracy/convergence")
     p.add_argument("--backend", default="euler", help="backend name, or 'all'")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="also print the hardware resources (neurons, synapses, Loihi 2 cores) of backends that map the model",
+    )
     add_model_data_options(p)
     add_settle_options(p)
     p.set_defaults(func=run_settle)
@@ -57,16 +63,29 @@ def run_settle(args: argparse.Namespace) -> int:
     options = backend_options(args)
     net, data = load_model_and_data(args)
     rows = []
+    reports = []
     for name in backends:
         run = settle_dataset(
             net, data, name, steps=args.steps, tol=args.tol, batch_size=args.batch, **options.get(name, {})
         )
         row = run.summary()
+        impl = get_backend(name, **options.get(name, {})) if args.report else None
+        if impl is not None and hasattr(impl, "resources"):
+            row["resources"] = impl.resources(net)
+            reports.append((name, row["resources"]))
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
     if not args.json:
         print_table(rows, SETTLE_COLUMNS)
+        for name, res in reports:
+            lim = res["limits"]
+            print(
+                f"{name}: {res['neurons']} neurons, {res['synapses']} synapses ({res['weights']} weights), "
+                f"{res['neuro_cores']} Loihi 2 neuro-cores on {res['chips']} chip(s) "
+                f"[<= {lim['neurons_per_core']} neurons and <= {lim['synapses_per_core']} synapses per core, "
+                f"{lim['cores_per_chip']} cores per chip: {lim['source']}]"
+            )
     return 0
 
 

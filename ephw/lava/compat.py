@@ -8,8 +8,17 @@ rejects unhashable instance defaults (``ValueError: mutable default ... ByteEnco
 Instead of copying lava's code, :func:`install` registers an import hook that loads
 exactly that module from lava's own source with those defaults rewritten to
 ``field(default_factory=ByteEncoder)`` -- the behaviour lava has on Python 3.10, where
-the shared instance was accepted. Every other module is imported untouched. The hook is
-installed when :mod:`ephw.lava` backends are imported; docs/lava.md lists the repairs.
+the shared instance was accepted.
+
+A second repair (not 3.11-specific): ``lava/magma/runtime/message_infrastructure/
+multiprocessing.py`` calls ``multiprocessing.set_start_method('fork')`` at import, which
+raises ``RuntimeError: context has already been set`` once anything in the process has
+fixed the start method (even by asking ``get_start_method()``), although the method is
+``fork`` already. The hook makes that call conditional: lava still sets ``fork`` when
+nothing was chosen and still fails loudly if another method was chosen.
+
+Every other module is imported untouched. The hook is installed when :mod:`ephw.lava`
+backends are imported; docs/lava.md lists the repairs.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import sys
 from types import ModuleType
 
 PATCHED_MODULE = "lava.magma.compiler.var_model"
+START_METHOD_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
+_SET_FORK = "    mp.set_start_method('fork')\n"
 _DEFAULT = re.compile(r"^([ \t]+\w+[ \t]*:[ \t]*ByteEncoder[ \t]*)=[ \t]*ByteEncoder\(\)[ \t]*$", re.MULTILINE)
 
 
@@ -37,6 +48,18 @@ def patch_source(source: str) -> str:
     return patched.replace("from dataclasses import dataclass", "from dataclasses import field, dataclass", 1)
 
 
+def patch_start_method(source: str) -> str:
+    """lava's message-infrastructure module with its ``set_start_method('fork')`` made conditional."""
+    if source.count(_SET_FORK) != 1:
+        raise RuntimeError(f"ephw's lava-nc repair does not recognise {START_METHOD_MODULE}; lava-nc 0.10.0 expected")
+    return source.replace(
+        _SET_FORK, "    if mp.get_start_method(allow_none=True) != 'fork': mp.set_start_method('fork')\n", 1
+    )
+
+
+PATCHES = {PATCHED_MODULE: patch_source, START_METHOD_MODULE: patch_start_method}
+
+
 class _PatchingLoader(importlib.abc.SourceLoader):
     def __init__(self, fullname: str, path: str) -> None:
         self.fullname, self.path = fullname, path
@@ -48,7 +71,7 @@ class _PatchingLoader(importlib.abc.SourceLoader):
         with open(path, "rb") as fh:
             data = fh.read()
         if path == self.path:
-            return patch_source(data.decode("utf-8")).encode("utf-8")
+            return PATCHES[self.fullname](data.decode("utf-8")).encode("utf-8")
         return data
 
     def path_stats(self, path: str) -> dict:  # no .pyc for the rewritten module
@@ -57,7 +80,7 @@ class _PatchingLoader(importlib.abc.SourceLoader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: object, target: ModuleType | None = None) -> object:
-        if fullname != PATCHED_MODULE:
+        if fullname not in PATCHES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None:
@@ -68,11 +91,11 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Register the import hook (idempotent). Needed only on Python >= 3.11."""
-    if sys.version_info < (3, 11) or any(isinstance(f, _Finder) for f in sys.meta_path):
+    """Register the import hook (idempotent)."""
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
         return
-    if PATCHED_MODULE in sys.modules:
-        return  # already imported (only possible if it imported fine, e.g. a fixed lava)
+    if all(name in sys.modules for name in PATCHES):
+        return  # already imported (only possible if they imported fine)
     sys.meta_path.insert(0, _Finder())
 
 

@@ -72,3 +72,52 @@ def test_install_is_idempotent():
     compat.install()
     compat.install()
     assert sum(isinstance(f, compat._Finder) for f in sys.meta_path) == 1
+
+
+START_METHOD_THEN_LAVA = (
+    """
+import multiprocessing as mp
+print(mp.get_start_method())  # fixes the context before lava is imported
+import torch
+from ephw.lava import compat
+compat.install()
+"""
+    + RUN_SMALL_NETWORK
+    + """
+print(mp.get_start_method())
+"""
+)
+
+
+def test_lava_runs_after_the_start_method_was_fixed_and_leaves_it_fork():
+    proc = run_python(START_METHOD_THEN_LAVA)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "fork" and lines[-1] == "fork"
+
+
+def test_lava_still_refuses_a_non_fork_start_method():
+    proc = run_python(
+        "import multiprocessing as mp\nmp.set_start_method('spawn')\nfrom ephw.lava import compat\ncompat.install()\n"
+        "import lava.magma.runtime.message_infrastructure.multiprocessing"
+    )
+    assert proc.returncode != 0 and "context has already been set" in proc.stderr
+
+
+def test_importing_ephw_and_its_lava_backend_does_not_touch_the_start_method():
+    proc = run_python(
+        "import multiprocessing as mp\nimport ephw\nfrom ephw.backends import lava\n"
+        "print(mp.get_start_method(allow_none=True))"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "None"
+
+
+def test_start_method_patch_is_exact():
+    spec = find_spec("lava.magma.runtime.message_infrastructure")
+    source = (Path(spec.submodule_search_locations[0]) / "multiprocessing.py").read_text()
+    patched = compat.patch_start_method(source)
+    assert "mp.get_start_method(allow_none=True) != 'fork'" in patched
+    assert len(patched.splitlines()) == len(source.splitlines())
+    with pytest.raises(RuntimeError, match="0.10.0"):
+        compat.patch_start_method("x = 1\n")

@@ -1,0 +1,221 @@
+"""Lava backends: the energy model as a network of lava-nc processes (``Loihi2SimCfg``).
+
+``lava`` runs floating-point process models (float64), ``lava-fixed`` bit-accurate
+Loihi-2-style fixed-point ones (8-bit weight mantissas, integer states, 24-bit graded
+payloads; :mod:`ephw.lava.fixed_point`). One lava timestep is one synchronous update of
+all layers (the state layers carry the one-step delay), so a lava settle with ``dt = 1``
+follows the digital ``euler`` iteration step by step. docs/lava.md maps the processes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ephw.backends.base import Backend, SettleResult, initial_states
+from ephw.errors import BackendError
+from ephw.lava.fixed_point import FixedPointFormat
+from ephw.lava.network import LavaNetwork, NetworkSpec, chunks
+from ephw.lava.resources import resource_report
+from ephw.model import EnergyModel
+from ephw.model.energy import channels_last
+
+#: Started networks not yet stopped (strong references: stopped at the latest at exit).
+_LIVE: set[LavaNetwork] = set()
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - runs at interpreter exit
+    while _LIVE:
+        _LIVE.pop().stop()
+
+
+class Lava(Backend):
+    """Settle on lava processes run by ``Loihi2SimCfg(select_tag="floating_pt")``.
+
+    Args:
+        dt: damping ``s <- (1 - dt) s + dt sigma(u)`` of the state layers. ``lava``: default 1
+            (Jacobi, the same iteration as ``euler`` with ``dt=1``). ``lava-fixed``: 1, 1/2, 1/4, ...,
+            default 1/2 -- with ``dt=1`` about 12 % of the digits test images end in a 1-LSB
+            limit cycle of the integer dynamics and never converge (docs/lava.md).
+        check_every: lava timesteps per run chunk: the host reads the monitor's report
+            and the states after each chunk and stops once every sample has converged.
+        frac_bits: lava-fixed only: fractional bits of the integer states (scale ``2**frac_bits``).
+        fail_at_step: diagnostic/test option: the first state layer's process model raises
+            at this lava timestep (checks that errors reach the caller and nothing is left running).
+
+    The network is built once and reused while the model's weights and the batch size
+    stay the same (smaller batches are padded with copies of their last image); it is
+    stopped by :meth:`close`, at interpreter exit, and immediately after any error or
+    interrupt. Nudged phases (``beta != 0``) are not supported.
+    """
+
+    name = "lava"
+    description = "lava-nc processes, floating point (Loihi2SimCfg floating_pt)"
+    precision = "floating_pt"
+
+    #: ``dt`` when none is given
+    default_dt = 1.0
+
+    def __init__(
+        self,
+        dt: float | None = None,
+        check_every: int = 25,
+        frac_bits: int | None = None,
+        fail_at_step: int | None = None,
+    ) -> None:
+        dt = self.default_dt if dt is None else dt
+        if not 0.0 < dt <= 1.0:
+            raise BackendError(f"{self.name}: dt must be in (0, 1], got {dt}")
+        if not isinstance(check_every, int) or check_every < 1:
+            raise BackendError(f"{self.name}: check_every must be a positive integer, got {check_every!r}")
+        if fail_at_step is not None and (not isinstance(fail_at_step, int) or fail_at_step < 1):
+            raise BackendError(f"{self.name}: fail_at_step must be a positive integer, got {fail_at_step!r}")
+        if self.precision == "floating_pt" and frac_bits is not None:
+            raise BackendError("lava: frac_bits applies to lava-fixed only")
+        self.dt = float(dt)
+        self.check_every = check_every
+        self.fmt = (
+            FixedPointFormat(frac_bits if frac_bits is not None else 10) if self.precision == "fixed_pt" else None
+        )
+        self.fail_at_step = fail_at_step
+        self._cache: tuple[tuple, LavaNetwork] | None = None
+
+    # ------------------------------------------------------------------ network cache
+    def network(self, net: EnergyModel, batch: int) -> LavaNetwork:
+        """The lava network for ``net`` and at least ``batch`` images (built or reused)."""
+        version = (id(net), tuple(p._version for p in net.parameters()))
+        if self._cache is not None:
+            key, network = self._cache
+            if key[0] == version and key[1] >= batch and not network.closed:
+                return network
+            self.close()
+        with torch.no_grad():
+            spec = NetworkSpec.from_model(net)
+        network = LavaNetwork(
+            spec,
+            batch,
+            self.precision,
+            dt=self.dt,
+            check_every=self.check_every,
+            fmt=self.fmt,
+            fail_at_step=self.fail_at_step,
+        )
+        _LIVE.add(network)
+        self._cache = ((version, batch), network)
+        return network
+
+    def close(self) -> None:
+        """Stop the cached lava network (its processes end)."""
+        if self._cache is not None:
+            network = self._cache[1]
+            self._cache = None
+            _LIVE.discard(network)
+            network.stop()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ settle
+    def settle(
+        self,
+        net: EnergyModel,
+        x: Tensor,
+        *,
+        steps: int,
+        tol: float | None,
+        beta: float = 0.0,
+        target: Tensor | None = None,
+        init: Sequence[Tensor] | None = None,
+    ) -> SettleResult:
+        """Settle on lava. ``steps`` and ``steps_per_sample`` count lava timesteps;
+        ``residuals`` has one row per timestep, ``energies`` one row at the start and one
+        after every chunk of ``check_every`` timesteps (computed here from the read states).
+        """
+        if beta != 0.0:
+            raise BackendError(f"{self.name}: nudged phases (beta != 0) are not supported on lava; use beta=0")
+        start = time.perf_counter()
+        batch = x.shape[0]
+        with torch.no_grad():
+            s0 = initial_states(net, x, init)
+            x_norm = net.normalize(x).cpu().double().numpy()
+            init_np = [s.cpu().double().numpy() for s in s0]
+            network = self.network(net, batch)
+            if network.batch > batch:  # pad with copies of the last image (results dropped)
+                idx = np.r_[np.arange(batch), np.full(network.batch - batch, batch - 1)]
+                x_norm, init_np = x_norm[idx], [s[idx] for s in init_np]
+            energies = [net.energy(x, s0)]
+            rows: list[np.ndarray] = []
+            res = None
+            try:
+                for k, n in enumerate(chunks(steps, self.check_every)):
+                    first = k == 0
+                    res = network.run_chunk(
+                        n, tol=tol, images=x_norm if first else None, init=init_np if first else None
+                    )
+                    rows.append(res.residuals[:, :batch])
+                    states = [self._tensor(s[:batch], x) for s in res.states]
+                    energies.append(net.energy(x, states))
+                    if tol is not None and res.frozen[:batch].all():
+                        break
+            except BaseException:
+                self.close()  # the network has stopped itself already
+                raise
+            residuals = np.concatenate(rows)
+            frozen = torch.from_numpy(res.frozen[:batch].copy())
+            when = torch.from_numpy(res.frozen_at[:batch].copy())
+            ran = residuals.shape[0]
+            per_sample = torch.where(frozen, when, torch.full_like(when, ran))
+            logits = net.logits(states)
+        return SettleResult(
+            states=states,
+            logits=logits,
+            steps=ran,
+            steps_per_sample=per_sample.long(),
+            converged=None if tol is None else frozen,
+            residuals=torch.from_numpy(residuals).to(x.dtype),
+            energies=torch.stack(energies).cpu(),
+            backend=self.name,
+            seconds=time.perf_counter() - start,
+        )
+
+    @staticmethod
+    def _tensor(a: np.ndarray, like: Tensor) -> Tensor:
+        return channels_last(torch.from_numpy(np.ascontiguousarray(a)).to(like.device, like.dtype))
+
+    def resources(self, net: EnergyModel) -> dict:
+        """Neurons, synapses and Loihi 2 neuro-cores of one copy of the network (:mod:`ephw.lava.resources`)."""
+        with torch.no_grad():
+            return resource_report(NetworkSpec.from_model(net))
+
+    # ------------------------------------------------------------------ benchmarking
+    def step_seconds(self, net: EnergyModel, x: Tensor, steps: int = 50, repeats: int = 3) -> float:
+        """Seconds per lava timestep: ``(time of run(k timesteps)) / k`` on a built, started network.
+
+        Compilation and the first run are excluded; the median over ``repeats`` chunks of
+        ``k = min(steps, check_every)`` timesteps (no tolerance, so nothing freezes).
+        """
+        network = self.network(net, x.shape[0])
+        x_norm = net.normalize(x).detach().cpu().double().numpy()
+        k = min(steps, self.check_every)
+        network.run_chunk(k, tol=None, images=x_norm)  # compile, start, warm up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            network.run_chunk(k, tol=None)
+            times.append((time.perf_counter() - t) / k)
+        return float(np.median(times))
+
+
+class LavaFixed(Lava):
+    """Settle on bit-accurate fixed-point lava processes (``Loihi2SimCfg(select_tag="fixed_pt")``)."""
+
+    name = "lava-fixed"
+    description = "lava-nc processes, Loihi-2-style fixed point (8-bit weights, 24-bit payloads)"
+    precision = "fixed_pt"
+    default_dt = 0.5
