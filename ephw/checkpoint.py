@@ -54,19 +54,15 @@ class Checkpoint:
         return net.to(device=device, dtype=dtype).eval()
 
 
-def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` to ``path`` atomically; returns the path."""
+def write_blob(path: str | Path, blob: dict[str, Any]) -> Path:
+    """``torch.save`` a dict of tensors and plain containers to ``path`` atomically; returns the path.
+
+    The blob goes to a temporary file in the same folder that then replaces ``path``, so a
+    process killed while writing leaves the previous file intact. Every ephw file format
+    (model checkpoints, :mod:`ephw.feedforward` checkpoints) is written through here.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": ckpt.config.to_json(),
-        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
-        "meta": json.dumps(ckpt.meta, sort_keys=True),
-    }
-    if ckpt.training is not None:
-        blob["training"] = ckpt.training
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -79,13 +75,17 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     return path
 
 
-def save_model(path: str | Path, net: EnergyModel, meta: dict[str, Any] | None = None) -> Path:
-    """Save a model's weights and architecture."""
-    return save_checkpoint(path, Checkpoint(net.config, net.state_dict(), dict(meta or {})))
+def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, Any]:
+    """Read a file written by :func:`write_blob` whose ``format`` entry must be ``fmt`` at ``version``.
 
+    Loads with ``torch.load(weights_only=True)``: only tensors and plain containers are
+    rebuilt, code in the file is never executed. ``kind`` names the format in messages
+    (e.g. ``"ephw checkpoint"``).
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint, raising :class:`CheckpointError` with a one-line reason on any problem."""
+    Raises:
+        CheckpointError: (one line) the file is missing, unreadable (truncated, corrupt,
+            foreign pickle), has another or no ``format``, or another ``version``.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -96,10 +96,38 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or foreign): {reason}"
         ) from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an ephw checkpoint (it has no format={FORMAT!r} entry)")
-    if blob.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {blob.get('version')!r}; this ephw reads {VERSION}")
+    found = blob.get("format") if isinstance(blob, dict) else None
+    if not isinstance(found, str):
+        raise CheckpointError(f"{path} is not an {kind} (it has no format={fmt!r} entry)")
+    if found != fmt:
+        raise CheckpointError(f"{path} is not an {kind}: its format is {found!r}, expected {fmt!r}")
+    if blob.get("version") != version:
+        raise CheckpointError(f"{path} has checkpoint version {blob.get('version')!r}; this ephw reads {version}")
+    return blob
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` to ``path`` atomically; returns the path."""
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": ckpt.config.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+        "meta": json.dumps(ckpt.meta, sort_keys=True),
+    }
+    if ckpt.training is not None:
+        blob["training"] = ckpt.training
+    return write_blob(path, blob)
+
+
+def save_model(path: str | Path, net: EnergyModel, meta: dict[str, Any] | None = None) -> Path:
+    """Save a model's weights and architecture."""
+    return save_checkpoint(path, Checkpoint(net.config, net.state_dict(), dict(meta or {})))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint, raising :class:`CheckpointError` with a one-line reason on any problem."""
+    blob = read_blob(path, FORMAT, VERSION, "ephw checkpoint")
     try:
         config = ModelConfig.from_dict(json.loads(blob["config"]))
         meta = json.loads(blob.get("meta", "{}"))

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ephw import __version__
-from ephw.cli import bench, settle, sweep, train
+from ephw.cli import bench, distill, settle, sweep, train
 from ephw.errors import EphwError
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     bench.add_parsers(sub)
     sweep.add_parsers(sub)
+    distill.add_parsers(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``ephw train ep``."""
+"""``ephw train ep``, ``ephw train bp`` and ``ephw train adv``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from ephw.backends import backend_names
 from ephw.cli.common import add_backend_option_flags, backend_options
 from ephw.errors import InputError
 from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
+from ephw.training.train_adv import AdvTrainSettings, train_adv
+from ephw.training.train_bp import BP_ACTIVATIONS, BP_CIFAR_DEFAULTS, BPTrainSettings, train_bp
 from ephw.training.train_ep import CIFAR_DEFAULTS, EPTrainSettings, train_ep
 
 _DEF = EPTrainSettings()
@@ -76,6 +78,98 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=run_train_ep)
+    add_classifier_parsers(kinds)
+
+
+_BP = BPTrainSettings()
+_ADV = AdvTrainSettings()
+
+
+def add_classifier_parsers(kinds: argparse._SubParsersAction) -> None:
+    """``train bp`` (BP-CNN) and ``train adv`` (Adv-CNN, PGD-l2 adversarial training)."""
+    bp = kinds.add_parser("bp", help="BP-CNN: the EP-CNN topology trained with backpropagation")
+    adv = kinds.add_parser("adv", help="Adv-CNN: BP-CNN trained on PGD-l2 examples (Madry et al.)")
+    for p in (bp, adv):
+        p.add_argument("--data", default=_BP.data, help="digits|cifar10|cifar100")
+        p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset")
+        p.add_argument(
+            "--config",
+            default=None,
+            help=f"architecture: {', '.join(CONFIG_NAMES)} (default: digits for digits, cpu-small for CIFAR)",
+        )
+        p.add_argument(
+            "--activation",
+            default=_BP.activation,
+            choices=BP_ACTIVATIONS,
+            help="EP hard sigmoid (laborieux, clamp) or BatchNorm + ReLU (relu-bn)",
+        )
+        p.add_argument("--epochs", type=int, default=None, help=f"default {_BP.epochs}")
+        p.add_argument("--batch-size", type=int, default=None, help="default: 32 (digits), 128 (CIFAR)")
+        p.add_argument("--lrs", type=_floats, default=None, help="SGD learning rate per layer, or one for all (0.05)")
+        p.add_argument("--momentum", type=float, default=_BP.momentum)
+        p.add_argument("--wds", type=_floats, default=_BP.weight_decays, help="weight decay per layer or one for all")
+        p.add_argument("--lr-min", type=float, default=_BP.lr_min, help="final learning rate of the cosine schedule")
+        p.add_argument(
+            "--augment", default=None, action=argparse.BooleanOptionalAction, help="random crop + flip (default: CIFAR)"
+        )
+        p.add_argument("--max-batches", type=int, default=None, help="at most this many batches per epoch")
+        p.add_argument("--test-n", type=int, default=None, help="evaluate on the first N test images (default all)")
+        p.add_argument("--seed", type=int, default=_BP.seed)
+        p.add_argument("--checkpoint-every", type=int, default=_BP.checkpoint_every, help="batches between checkpoints")
+        p.add_argument("--out", default=None, help="run folder (default runs/TRAINER-DATA-CONFIG)")
+        p.add_argument("--device", default=_BP.device)
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    adv.add_argument("--eps", type=float, default=_ADV.eps, help="l2 radius of the training attack (images in [0, 1])")
+    adv.add_argument("--pgd-steps", type=int, default=_ADV.pgd_steps, help="PGD iterations per batch (paper: 200)")
+    adv.add_argument("--pgd-step-size", type=float, default=None, help="l2 step length (default 2.5 eps / steps)")
+    adv.add_argument("--no-random-start", action="store_true", help="start PGD at the clean image")
+    bp.set_defaults(func=run_train_classifier, trainer="bp")
+    adv.set_defaults(func=run_train_classifier, trainer="adv")
+
+
+def run_train_classifier(args: argparse.Namespace) -> int:
+    defaults = {} if args.data == "digits" else BP_CIFAR_DEFAULTS
+
+    def pick(value: Any, field: str) -> Any:
+        return value if value is not None else defaults.get(field, getattr(_BP, field))
+
+    config = pick(args.config, "config")
+    common = dict(
+        data=args.data,
+        data_root=args.data_root,
+        config=config,
+        activation=args.activation,
+        epochs=pick(args.epochs, "epochs"),
+        batch_size=pick(args.batch_size, "batch_size"),
+        lrs=pick(args.lrs, "lrs"),
+        momentum=args.momentum,
+        weight_decays=args.wds,
+        lr_min=args.lr_min,
+        augment=args.augment,
+        max_batches=args.max_batches,
+        test_n=args.test_n,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        out=args.out or f"runs/{args.trainer}-{args.data}-{config}",
+        device=args.device,
+        progress=not args.no_progress,
+        resume=args.resume,
+    )
+    if args.trainer == "bp":
+        settings = BPTrainSettings(**common)
+        metrics = train_bp(settings)
+    else:
+        settings = AdvTrainSettings(
+            **common,
+            eps=args.eps,
+            pgd_steps=args.pgd_steps,
+            pgd_step_size=args.pgd_step_size,
+            random_start=not args.no_random_start,
+        )
+        metrics = train_adv(settings)
+    print(json.dumps({"out": settings.out, **metrics}))
+    return 0
 
 
 def run_train_ep(args: argparse.Namespace) -> int:

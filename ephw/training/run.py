@@ -2,7 +2,9 @@
 
 A run lives in one folder holding ``checkpoint.pt`` (resumable state, rewritten
 atomically every ``checkpoint_every`` batches and at the end of each epoch),
-``metrics.jsonl`` (one JSON object per line) and ``model.pt`` (final weights).
+``metrics.jsonl`` (one JSON object per line) and ``model.pt`` (final weights). The
+model is an EP :class:`~ephw.model.EnergyModel` (EP checkpoint format) or an
+:mod:`ephw.feedforward` model (feed-forward checkpoint format).
 Batch order and augmentation are drawn from generators seeded by
 ``(seed, epoch, batch)``, so a resumed run sees the same batches as an
 uninterrupted one.
@@ -18,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ephw.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ephw.errors import CheckpointError, ConfigError
+from ephw.feedforward.checkpoint import (
+    FeedForwardCheckpoint,
+    read_feedforward_checkpoint,
+    save_feedforward_checkpoint,
+)
 from ephw.model import EnergyModel
 
 
@@ -71,7 +79,7 @@ class RunDir:
 
     def save_state(
         self,
-        net: EnergyModel,
+        net: EnergyModel | nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         position: Position,
@@ -85,13 +93,19 @@ class RunDir:
             "batch": position.batch,
             "settings": json.dumps(asdict(settings), sort_keys=True),
         }
-        save_checkpoint(self.checkpoint, Checkpoint(net.config, net.state_dict(), meta, training))
+        if isinstance(net, EnergyModel):
+            save_checkpoint(self.checkpoint, Checkpoint(net.config, net.state_dict(), meta, training))
+        else:
+            ckpt = FeedForwardCheckpoint(net.spec, net.state_dict(), meta, training)
+            save_feedforward_checkpoint(self.checkpoint, ckpt)
 
-    def load_state(self, settings: Any) -> tuple[Checkpoint, Position]:
-        """The saved state; refuses a checkpoint of a run with different settings."""
+    def load_state(
+        self, settings: Any, feedforward: bool = False
+    ) -> tuple[Checkpoint | FeedForwardCheckpoint, Position]:
+        """The saved state (of a feed-forward model if ``feedforward``); refuses a run with different settings."""
         if not self.checkpoint.exists():
             raise CheckpointError(f"--resume: no checkpoint in {self.root} (expected {self.checkpoint})")
-        ckpt = load_checkpoint(self.checkpoint)
+        ckpt = read_feedforward_checkpoint(self.checkpoint) if feedforward else load_checkpoint(self.checkpoint)
         if ckpt.training is None:
             raise CheckpointError(f"{self.checkpoint} holds weights only, no training state to resume")
         saved = json.loads(ckpt.training["settings"])

@@ -1,0 +1,162 @@
+"""The teacher side of attractor distillation: fixed points of an EP-CNN on any backend.
+
+:class:`Teacher` settles an :class:`~ephw.model.EnergyModel` from the null state on a backend
+(``ephw.backends.get_backend(name, **options)``, so every registered backend -- digital,
+crossbar, Lava -- can teach) and turns the fixed point into the targets of Eq. 8/9
+(:class:`TeacherTargets`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ephw.backends import Backend, SettleResult, get_backend, settle
+from ephw.data import ImageSet
+from ephw.errors import ConfigError
+from ephw.model import EnergyModel
+
+
+@dataclass
+class TeacherTargets:
+    """What a student learns from the teacher's fixed points of ``B`` images.
+
+    Attributes:
+        hidden: the fixed-point states ``s*^1 .. s*^{N-1}`` of the hidden layers, ``(B, *shape)``
+            each (``softmax`` teachers: all states; ``mse`` teachers: all but the output layer).
+        output: the teacher's output as a class distribution ``p* (B, classes)``: the softmax of
+            the readout logits at the fixed point (``softmax``), or the output state ``y*``
+            normalised to sum 1 (``mse``; uniform where ``y* = 0``).
+        predictions: the teacher's classes ``(B,)``.
+        steps: settle steps per sample ``(B,)``.
+        converged: ``(B,)`` bool, or ``None`` for a fixed-step settle.
+    """
+
+    hidden: list[Tensor]
+    output: Tensor
+    predictions: Tensor
+    steps: Tensor
+    converged: Tensor | None
+
+    def __getitem__(self, idx: Tensor | slice) -> TeacherTargets:
+        return TeacherTargets(
+            [h[idx] for h in self.hidden],
+            self.output[idx],
+            self.predictions[idx],
+            self.steps[idx],
+            None if self.converged is None else self.converged[idx],
+        )
+
+    @staticmethod
+    def cat(parts: list[TeacherTargets]) -> TeacherTargets:
+        """Concatenate the targets of consecutive batches."""
+        conv = [p.converged for p in parts]
+        return TeacherTargets(
+            [torch.cat(layer) for layer in zip(*(p.hidden for p in parts))],
+            torch.cat([p.output for p in parts]),
+            torch.cat([p.predictions for p in parts]),
+            torch.cat([p.steps for p in parts]),
+            None if any(c is None for c in conv) else torch.cat(conv),
+        )
+
+    def to(self, device: torch.device | str) -> TeacherTargets:
+        return TeacherTargets(
+            [h.to(device) for h in self.hidden],
+            self.output.to(device),
+            self.predictions.to(device),
+            self.steps,
+            self.converged,
+        )
+
+
+def targets_from_result(net: EnergyModel, res: SettleResult) -> TeacherTargets:
+    """The :class:`TeacherTargets` of a settle of ``net``."""
+    states = [s.detach().contiguous() for s in res.states]
+    if net.config.output == "mse":
+        y = states[-1].clamp(min=0.0)
+        total = y.sum(1, keepdim=True)
+        uniform = torch.full_like(y, 1.0 / y.shape[1])
+        output = torch.where(total > 0, y / total.clamp_min(1e-30), uniform)
+        hidden = states[:-1]
+    else:
+        output = torch.softmax(res.logits.detach(), 1)
+        hidden = states
+    return TeacherTargets(hidden, output, res.predictions.detach(), res.steps_per_sample, res.converged)
+
+
+def describe_backend(impl: Backend) -> dict[str, Any]:
+    """JSON-able record of a backend instance: its name and public attributes (``to_dict()`` where it has one)."""
+    out: dict[str, Any] = {"name": impl.name}
+    for key, value in vars(impl).items():
+        if key.startswith("_"):
+            continue
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        out[key] = value
+    return out
+
+
+class Teacher:
+    """An EP-CNN and the backend that settles it.
+
+    Args:
+        net: the trained energy model (eval mode).
+        backend: a registered backend name.
+        options: the backend's constructor options (e.g. ``{"preset": "pcm"}`` for ``crossbar``).
+        steps, tol: the settle budget and tolerance (``ephw.settle``).
+
+    One backend instance serves every call, so a hardware backend programs its chip once and
+    keeps it (the same chip teaches every batch, as a physical teacher would).
+    """
+
+    def __init__(
+        self, net: EnergyModel, backend: str, options: dict[str, Any] | None = None, steps: int = 500, tol: float = 1e-6
+    ) -> None:
+        if steps < 1:
+            raise ConfigError(f"teacher steps must be >= 1, got {steps}")
+        self.net = net
+        self.backend_name = backend
+        self.options = dict(options or {})
+        self.impl = get_backend(backend, **self.options)
+        self.steps = int(steps)
+        self.tol = tol
+
+    @property
+    def n_hidden(self) -> int:
+        """Number of hidden state layers (the MSE terms of Eq. 8)."""
+        return self.net.n_states - (self.net.config.output == "mse")
+
+    def settle(self, x: Tensor, init: list[Tensor] | None = None) -> SettleResult:
+        """Settle images ``x (B, C, H, W)`` in ``[0, 1]`` (from the null state unless ``init``)."""
+        param = next(self.net.parameters())
+        return settle(self.net, x.to(param.device, param.dtype), self.impl, self.steps, self.tol, init=init)
+
+    def targets(self, x: Tensor) -> TeacherTargets:
+        """The targets of a batch of images ``x (B, C, H, W)`` in ``[0, 1]``."""
+        return targets_from_result(self.net, self.settle(x))
+
+    def dataset_targets(self, data: ImageSet, batch_size: int = 256) -> TeacherTargets:
+        """The targets of every image of ``data``, settled in batches of ``batch_size`` (kept on the CPU)."""
+        parts = []
+        for lo in range(0, len(data), batch_size):
+            x, _ = data.batch(slice(lo, lo + batch_size))
+            parts.append(self.targets(x).to("cpu"))
+        return TeacherTargets.cat(parts)
+
+    def describe(self) -> dict[str, Any]:
+        """The backend, its options and resolved parameters, and the settle budget (for checkpoint meta)."""
+        return {
+            "backend": self.backend_name,
+            "backend_options": self.options,
+            "backend_params": describe_backend(self.impl),
+            "steps": self.steps,
+            "tol": self.tol,
+        }

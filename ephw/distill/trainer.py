@@ -1,0 +1,176 @@
+"""``ephw distill``: train a feed-forward student on the fixed points of an EP-CNN (seed paper Sec. 3.1).
+
+Students (:data:`STUDENT_KINDS`):
+
+- ``cnn`` -- "Distilled BP-CNN": the teacher's layer structure (:class:`~ephw.feedforward.EPTopologyCNN`,
+  hard sigmoid), Eq. 8 (every hidden state + output);
+- ``cnn-ll`` -- the same network, Eq. 9 (output only);
+- ``resnet18`` -- CIFAR-style ResNet-18, Eq. 9.
+
+The teacher settles every (augmented) training batch on its backend as it comes, or, with
+``cache_teacher``, the un-augmented training set once. Everything else (seeded batches,
+per-layer learning rates, resumable checkpoints) is the shared feed-forward loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
+from ephw.data import load_dataset
+from ephw.distill.losses import distill_loss, layer_weights
+from ephw.distill.metrics import evaluate_student, time_student_vs_teacher
+from ephw.distill.teacher import Teacher
+from ephw.errors import ConfigError
+from ephw.feedforward import CNNSpec, EPTopologyCNN, ResNet18, ResNetSpec, save_feedforward
+from ephw.model import EnergyModel
+from ephw.training.feedforward_loop import SGDSettings, fit, resolve_augment, write_metrics_json
+
+STUDENT_KINDS = ("cnn", "cnn-ll", "resnet18")
+STUDENT_INITS = ("random", "teacher")
+
+
+@dataclass
+class DistillSettings(SGDSettings):
+    """A distillation run: :class:`SGDSettings` plus teacher and student.
+
+    Attributes:
+        teacher: EP checkpoint (``None``: the bundled digits model).
+        data: dataset (``None``: the teacher's, from its meta).
+        student: a key of :data:`STUDENT_KINDS`.
+        teacher_backend, teacher_backend_options: how the teacher settles (any registered
+            backend and its constructor options, e.g. ``{"preset": "pcm"}`` for ``crossbar``).
+        teacher_steps, teacher_tol: settle budget and residual tolerance of the teacher.
+        cache_teacher: settle the un-augmented training set once and reuse its fixed points
+            (turns augmentation off; memory: one float per state unit per training image).
+        layer_weights: weights ``w_1 .. w_{N-1}`` of Eq. 8's hidden-layer MSE terms (one per
+            hidden layer, or one value for all); ``ce_weight``: weight of the output term.
+        width: ResNet-18 first-stage width (64 = the standard network).
+        init: ``random`` (PyTorch's init, seeded) or ``teacher`` (copy the teacher's weights;
+            EP-topology students only).
+        timing_batch, timing_repeats: batch of test images and repetitions of the final
+            student-vs-teacher timing.
+    """
+
+    data: str | None = None
+    teacher: str | None = None
+    student: str = "cnn"
+    teacher_backend: str = "async"
+    teacher_backend_options: dict[str, Any] = field(default_factory=dict)
+    teacher_steps: int = 500
+    teacher_tol: float = 1e-6
+    cache_teacher: bool = False
+    layer_weights: tuple[float, ...] = (10.0,)
+    ce_weight: float = 1.0
+    width: int = 64
+    init: str = "random"
+    timing_batch: int = 256
+    timing_repeats: int = 5
+    epochs: int = 30
+    lrs: tuple[float, ...] = (0.1,)
+    out: str = "runs/distill"
+
+
+def build_student(s: DistillSettings, net: EnergyModel) -> nn.Module:
+    """The untrained student of ``s`` for teacher ``net`` (weights seeded by ``s.seed``)."""
+    cfg = net.config
+    torch.manual_seed(s.seed)
+    if s.student in ("cnn", "cnn-ll"):
+        student = EPTopologyCNN(CNNSpec(cfg, "hard-sigmoid"))
+        if s.init == "teacher":
+            student.load_teacher_weights(net)
+        return student
+    if s.init != "random":
+        raise ConfigError(f"--init {s.init} needs an EP-topology student (cnn, cnn-ll), not {s.student}")
+    spec = ResNetSpec(
+        tuple(cfg.in_shape), cfg.classes, s.width, input_mean=tuple(cfg.input_mean), input_std=tuple(cfg.input_std)
+    )
+    return ResNet18(spec)
+
+
+def resolve_settings(s: DistillSettings, teacher_meta: dict[str, Any]) -> DistillSettings:
+    """``s`` with the teacher path, dataset and augmentation made explicit (what the checkpoints store)."""
+    if s.student not in STUDENT_KINDS:
+        raise ConfigError(f"unknown student {s.student!r}; valid: {', '.join(STUDENT_KINDS)}")
+    if s.init not in STUDENT_INITS:
+        raise ConfigError(f"unknown student init {s.init!r}; valid: {', '.join(STUDENT_INITS)}")
+    data = s.data or teacher_meta.get("data", "digits")
+    s = dataclasses.replace(s, teacher=str(s.teacher or BUNDLED_MODEL), data=data)
+    if s.cache_teacher:
+        if s.augment:
+            raise ConfigError("--cache-teacher keeps the fixed points of un-augmented training images: drop --augment")
+        s = dataclasses.replace(s, augment=False)
+    return dataclasses.replace(s, augment=resolve_augment(s))
+
+
+def distill(s: DistillSettings) -> dict[str, Any]:
+    """Run (or resume) a distillation; returns the final metrics (also in ``s.out/metrics.json``).
+
+    Writes ``checkpoint.pt``, ``metrics.jsonl``, ``metrics.json`` and ``model.pt`` (feed-forward
+    checkpoint whose meta records the teacher checkpoint, its meta, backend and parameters).
+    """
+    ckpt = load_checkpoint(s.teacher or BUNDLED_MODEL)
+    s = resolve_settings(s, ckpt.meta)
+    device = torch.device(s.device)
+    net = ckpt.model(device=device)
+    train = load_dataset(s.data, "train", s.data_root)
+    test = load_dataset(s.data, "test", s.data_root)
+    if s.test_n is not None:
+        test = test.subset(s.test_n)
+    if train.image_shape != tuple(net.config.in_shape):
+        raise ConfigError(f"{s.data} images are {train.image_shape} but the teacher expects {net.config.in_shape}")
+    teacher = Teacher(net, s.teacher_backend, s.teacher_backend_options, s.teacher_steps, s.teacher_tol)
+    student = build_student(s, net).to(device)
+    weights = layer_weights(s.layer_weights, teacher.n_hidden)
+    eq8 = s.student == "cnn"
+    cache = teacher.dataset_targets(train).to(device) if s.cache_teacher else None
+    test_targets = teacher.dataset_targets(test)
+    meta = {
+        "data": s.data,
+        "trainer": "distill",
+        "student": s.student,
+        "loss": "eq8" if eq8 else "eq9",
+        "settings": asdict(s),
+        "teacher": {
+            "path": s.teacher,
+            "meta": ckpt.meta,
+            "config": net.config.to_dict(),
+            **teacher.describe(),
+        },
+    }
+
+    def batch_loss(m: nn.Module, x: Tensor, y: Tensor, idx: Tensor, epoch: int, b: int) -> tuple[Tensor, dict]:
+        t = cache[idx.to(device)] if cache is not None else teacher.targets(x)
+        if isinstance(m, EPTopologyCNN):
+            out = m.states(x)
+            hidden, logits = (out[: teacher.n_hidden] if eq8 else None), out[-1]
+        else:
+            hidden, logits = None, m(x)
+        loss, parts = distill_loss(hidden, logits, t, weights, s.ce_weight)
+        parts["agreement"] = float((logits.argmax(1) == t.predictions).float().mean())
+        return loss, parts
+
+    def evaluate(m: nn.Module) -> dict[str, Any]:
+        return evaluate_student(m, test, test_targets)
+
+    run = fit(student, s, train, batch_loss, evaluate, meta)
+    metrics = {"student": s.student, "loss": meta["loss"], "data": s.data, **evaluate(student.eval())}
+    metrics["teacher_steps_mean"] = float(test_targets.steps.float().mean())
+    x, _ = test.batch(slice(0, s.timing_batch))
+    metrics["timing"] = time_student_vs_teacher(student, teacher, x, s.timing_repeats)
+    metrics["teacher"] = {"path": s.teacher, **teacher.describe()}
+    meta["metrics"] = metrics
+    save_feedforward(run.model, student, meta)
+    write_metrics_json(run.root, metrics)
+    return metrics
+
+
+def student_run_folder(s: DistillSettings) -> str:
+    """Default ``--out``: ``runs/distill-STUDENT-BACKEND``."""
+    return str(Path("runs") / f"distill-{s.student}-{s.teacher_backend}")
