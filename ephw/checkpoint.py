@@ -13,9 +13,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from ephw.errors import CheckpointError, ConfigError
 from ephw.model import EnergyModel, ModelConfig
@@ -24,6 +25,7 @@ FORMAT = "ephw.checkpoint"
 VERSION = 1
 BUNDLED_DIR = Path(__file__).resolve().parent / "pretrained"
 BUNDLED_MODEL = BUNDLED_DIR / "digits-ep.pt"
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -45,13 +47,22 @@ class Checkpoint:
     training: dict[str, Any] | None = None
 
     def model(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> EnergyModel:
-        net = EnergyModel(self.config)
-        try:
-            net.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"weights do not match the stored architecture: {first}") from None
-        return net.to(device=device, dtype=dtype).eval()
+        return with_weights(EnergyModel(self.config), self.state_dict, dtype, device)
+
+
+def with_weights(
+    module: M, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: str | torch.device
+) -> M:
+    """``module`` with ``state_dict`` loaded, moved to ``dtype``/``device``, in eval mode.
+
+    Raises :class:`CheckpointError` (one line) if the weights do not fit the architecture.
+    """
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"weights do not match the stored architecture: {first}") from None
+    return module.to(device=device, dtype=dtype).eval()
 
 
 def write_blob(path: str | Path, blob: dict[str, Any]) -> Path:

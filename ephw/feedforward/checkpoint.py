@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ephw.checkpoint import read_blob, write_blob
+from ephw.checkpoint import read_blob, with_weights, write_blob
 from ephw.errors import CheckpointError, ConfigError
 from ephw.feedforward.cnn import CNNSpec, EPTopologyCNN
 from ephw.feedforward.resnet import ResNet18, ResNetSpec
@@ -51,13 +51,7 @@ class FeedForwardCheckpoint:
 
     def model(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
         """The model with its weights, in eval mode."""
-        net = build_feedforward(self.spec)
-        try:
-            net.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"weights do not match the stored architecture: {first}") from None
-        return net.to(device=device, dtype=dtype).eval()
+        return with_weights(build_feedforward(self.spec), self.state_dict, dtype, device)
 
 
 def save_feedforward_checkpoint(path: str | Path, ckpt: FeedForwardCheckpoint) -> Path:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ephw.data import ImageSet, random_crop_flip
 from ephw.errors import ConfigError
 from ephw.training.run import Position, RunDir, epoch_batches, iterate_from, seeded
-from ephw.training.train_ep import _per_layer
+from ephw.training.train_ep import per_layer
 
 #: ``(model, x, y, idx, epoch, batch) -> (loss, logs)``: the scalar loss of one (augmented)
 #: batch ``x (B, C, H, W)``, ``y (B,)`` (``idx``: the batch's indices into the training set)
@@ -90,8 +90,8 @@ def fit(
     device = torch.device(s.device)
     model.to(device)
     groups = model.layer_groups()
-    lrs = _per_layer(s.lrs, len(groups), f"lrs ({', '.join(name for name, _ in groups)})")
-    wds = _per_layer(s.weight_decays, len(groups), "weight_decays")
+    lrs = per_layer(s.lrs, len(groups), f"lrs ({', '.join(name for name, _ in groups)})")
+    wds = per_layer(s.weight_decays, len(groups), "weight_decays")
     optimizer = torch.optim.SGD(
         [{"params": p, "lr": lr, "weight_decay": wd} for (_, p), lr, wd in zip(groups, lrs, wds)],
         lr=lrs[0],

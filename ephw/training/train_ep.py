@@ -75,7 +75,8 @@ CIFAR_DEFAULTS = dict(
 )
 
 
-def _per_layer(values: tuple[float, ...], n: int, what: str) -> list[float]:
+def per_layer(values: tuple[float, ...], n: int, what: str) -> list[float]:
+    """``values`` for ``n`` layers: one value for all, or exactly one per layer (else :class:`ConfigError`)."""
     if len(values) == 1:
         return [float(values[0])] * n
     if len(values) != n:
@@ -105,8 +106,8 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
     device = torch.device(s.device)
     net.to(device)
     layers = net.synapses
-    lrs = _per_layer(s.lrs, len(layers), "lrs")
-    wds = _per_layer(s.weight_decays, len(layers), "weight_decays")
+    lrs = per_layer(s.lrs, len(layers), "lrs")
+    wds = per_layer(s.weight_decays, len(layers), "weight_decays")
     optimizer = torch.optim.SGD(
         [{"params": m.parameters(), "lr": lr, "weight_decay": wd} for m, lr, wd in zip(layers, lrs, wds)],
         lr=lrs[0],
