@@ -191,7 +191,7 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
                     "eval_seconds": round(time.perf_counter() - t0, 2),
                 }
                 run.metrics.write(event="epoch", **last)
-                bar.write(f"epoch {epoch + 1}: test accuracy {ev.accuracy:.4f} on {ev.n} images")
+                bar.write(f"epoch {epoch + 1}: test accuracy {ev.accuracy:.4f} on {ev.n} images", file=sys.stderr)
                 position = Position(epoch + 1, 0)
                 save()
     except KeyboardInterrupt:
