@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ephw import __version__
-from ephw.cli import bench, distill, settle, sweep, train
+from ephw.cli import bench, distill, robustness, settle, sweep, train
 from ephw.errors import EphwError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parsers(sub)
     sweep.add_parsers(sub)
     distill.add_parsers(sub)
+    robustness.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,212 @@
+"""One model interface for the robustness harness: images in ``[0, 1]`` -> logits.
+
+Every model under attack is a :class:`Classifier` wrapping an ``nn.Module`` that maps
+``(B, C, H, W)`` images in ``[0, 1]`` to ``(B, classes)`` logits with its normalisation
+inside. Feed-forward students and baselines (``ephw.feedforward``) already are such modules;
+an EP model becomes one through :class:`EPClassifier`, which predicts with a full settle on
+a chosen backend and back-propagates according to a :class:`~ephw.robustness.gradients.GradMode`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ephw.backends import DEFAULT_TOL, Backend, get_backend
+from ephw.backends.base import check_settle_args
+from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
+from ephw.checkpoint import FORMAT as EP_FORMAT
+from ephw.errors import CheckpointError, ConfigError
+from ephw.model import EnergyModel
+from ephw.robustness.gradients import AdjointStats, GradMode, dynamics_step, parse_grad, surrogate_states
+
+#: Prediction settles with this many steps at most (LANL predict with 250).
+DEFAULT_PREDICT_STEPS = 250
+
+
+@dataclass
+class SettleStats:
+    """Running record of the settles an :class:`EPClassifier` ran (for the result rows)."""
+
+    calls: int = 0
+    images: int = 0
+    steps: int = 0  # summed over calls: the batch's step count
+    unconverged: int = 0  # images whose residual never reached tol
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "settle_calls": self.calls,
+            "settle_images": self.images,
+            "settle_steps_mean": round(self.steps / max(self.calls, 1), 2),
+            "unconverged_fraction": round(self.unconverged / max(self.images, 1), 6),
+        }
+
+
+class EPClassifier(nn.Module):
+    """An :class:`EnergyModel` as a classifier: forward = full settle, backward = ``grad`` mode.
+
+    The logits returned are exactly the settled ones (``backend`` readout of ``s*``); when the
+    images require grad, the mode's surrogate states are spliced in straight-through,
+    ``s = s* + (s_grad - s_grad.detach())``, so only the backward pass sees the surrogate.
+
+    Args:
+        net: the energy model (its dtype/device set the images').
+        backend: backend name or instance; an instance made once here is reused, so a
+            crossbar chip is programmed once and not re-drawn per call.
+        steps: settle steps at most; ``tol``: per-sample stopping residual.
+        grad: a :class:`GradMode` or its ``--grad`` spelling.
+        options: backend constructor options.
+    """
+
+    def __init__(
+        self,
+        net: EnergyModel,
+        backend: str | Backend = "async",
+        steps: int = DEFAULT_PREDICT_STEPS,
+        tol: float | None = DEFAULT_TOL,
+        grad: GradMode | str = "bptt:29",
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.backend = get_backend(backend, **options)
+        self.steps = int(steps)
+        self.tol = tol
+        self.grad = grad if isinstance(grad, GradMode) else parse_grad(grad)
+        self._step = dynamics_step(net, self.backend)
+        self.settle_stats = SettleStats()
+        self.adjoint_stats = AdjointStats()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, classes)`` of the settled model for images ``x`` ``(B, C, H, W)`` in ``[0, 1]``."""
+        x = x.to(next(self.net.parameters()).dtype)
+        check_settle_args(self.net, x.detach(), self.steps, self.tol, 0.0, None)
+        res = self.backend.settle(self.net, x.detach(), steps=self.steps, tol=self.tol)
+        st = self.settle_stats
+        st.calls += 1
+        st.images += x.shape[0]
+        st.steps += res.steps
+        if res.converged is not None:
+            st.unconverged += int((~res.converged).sum())
+        logits = res.logits.to(x.device)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return logits
+        sur = surrogate_states(self.grad, self.net, self._step, x, res.states, self.adjoint_stats)
+        grad_logits = self.net.logits(sur)
+        return logits + (grad_logits - grad_logits.detach())
+
+    def reset_stats(self) -> None:
+        self.settle_stats = SettleStats()
+        self.adjoint_stats = AdjointStats()
+
+
+@dataclass
+class Classifier:
+    """A model under attack.
+
+    Attributes:
+        name: the label in results and figures.
+        module: ``nn.Module`` mapping ``(B, C, H, W)`` images in ``[0, 1]`` to ``(B, classes)`` logits.
+        kind: ``"ep"`` (settled energy model) or ``"feedforward"``.
+        meta: facts from the checkpoint (dataset, training) plus how it is evaluated.
+    """
+
+    name: str
+    module: nn.Module
+    kind: str = "feedforward"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.module.eval()  # pyautoattack and foolbox never call .eval() themselves
+
+    @property
+    def data(self) -> str | None:
+        """The dataset the model was trained on, when its checkpoint says."""
+        return self.meta.get("data")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 256) -> Tensor:
+        """Predicted classes ``(B,)`` (batched, no grad)."""
+        return torch.cat([self.module(b).argmax(1) for b in x.split(batch_size)])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from and how an EP model is evaluated (a ``[[models]]`` config entry).
+
+    Attributes:
+        name: label in results and figures.
+        path: checkpoint file, or ``"bundled"`` for ``ephw/pretrained/digits-ep.pt``.
+        backend, steps, tol, options: EP prediction settings (ignored for feed-forward models).
+        grad: EP gradient mode (``bptt:K``, ``bptt:K:fixed``, ``implicit``, ``bpda``).
+    """
+
+    name: str
+    path: str = "bundled"
+    backend: str = "async"
+    steps: int = DEFAULT_PREDICT_STEPS
+    tol: float | None = DEFAULT_TOL
+    grad: str = "bptt:29"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        parse_grad(self.grad)  # validate early
+        if self.steps < 1:
+            raise ConfigError(f"model {self.name!r}: steps must be >= 1, got {self.steps}")
+
+    @property
+    def file(self) -> Path:
+        return BUNDLED_MODEL if self.path == "bundled" else Path(self.path)
+
+
+def checkpoint_format(path: str | Path) -> str:
+    """The ``format`` entry of an ephw checkpoint file (EP or feed-forward)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint: {reason}") from None
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if not isinstance(fmt, str):
+        raise CheckpointError(f"{path} has no 'format' entry: not an ephw checkpoint")
+    return fmt
+
+
+def load_classifier(spec: ModelSpec, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Classifier:
+    """The :class:`Classifier` of a model spec, dispatching on the checkpoint's ``format``.
+
+    ``ephw.checkpoint`` files become an :class:`EPClassifier`; ``ephw.feedforward*`` files are
+    loaded by :func:`ephw.feedforward.load_feedforward`.
+    """
+    fmt = checkpoint_format(spec.file)
+    if fmt == EP_FORMAT:
+        ckpt = load_checkpoint(spec.file)
+        net = ckpt.model(dtype, device)
+        module = EPClassifier(net, spec.backend, spec.steps, spec.tol, spec.grad, **spec.options)
+        meta = {
+            **ckpt.meta,
+            "backend": spec.backend,
+            "steps": spec.steps,
+            "tol": spec.tol,
+            "grad": module.grad.label,
+            "backend_options": dict(spec.options),
+        }
+        return Classifier(spec.name, module, "ep", meta)
+    if fmt.startswith("ephw.feedforward"):
+        try:
+            from ephw.feedforward import load_feedforward
+        except ImportError as exc:
+            raise CheckpointError(f"{spec.file} is a feed-forward checkpoint but ephw.feedforward is missing: {exc}")
+        module, meta = load_feedforward(spec.file)
+        return Classifier(spec.name, module.to(device=device, dtype=dtype), "feedforward", dict(meta))
+    raise CheckpointError(f"{spec.file} has unknown checkpoint format {fmt!r}")

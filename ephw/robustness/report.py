@@ -1,0 +1,332 @@
+"""``ephw robustness report``: markdown tables and paper-style figures from a results file.
+
+* ``report.md`` -- the obfuscation checklist first (failed items flagged), then clean
+  accuracy, robust accuracy per attack and eps (mean +- 95% CI over seeds, Student t via
+  :func:`ephw.stats.mean_ci`), the checklist reruns, corruption accuracy and a class-wise
+  robust-accuracy table (the seed paper's proposed future work).
+* ``attacks.png`` -- one panel per attack (the paper's Fig. 1: l2 PGD, linf AutoAttack,
+  Square): accuracy vs eps on a log axis, one line per model, 95% CI bands.
+* ``corruptions.png`` -- accuracy per corruption (mean over severities) and vs severity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ephw.errors import InputError
+from ephw.robustness import checklist
+from ephw.robustness.runner import read_rows, write_json_atomic
+from ephw.stats import mean_ci
+
+
+def _ci(values: list[float]) -> tuple[float, float]:
+    return mean_ci(values)
+
+
+def _fmt(values: list[float]) -> str:
+    """``"93.5 ± 1.2"`` in percent (``± n/a`` for one seed)."""
+    mean, half = _ci(values)
+    spread = "n/a" if math.isnan(half) else f"{100 * half:.1f}"
+    return f"{100 * mean:.1f} ± {spread}"
+
+
+def _order(rows: list[dict[str, Any]], key: str) -> list[str]:
+    seen: list[str] = []
+    for r in rows:
+        if r.get(key) is not None and r[key] not in seen:
+            seen.append(r[key])
+    return seen
+
+
+def curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, list[float]]]]:
+    """``attack -> model -> eps -> [accuracy per seed]`` of the main attack rows."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if r["kind"] == "attack" and r.get("check") is None:
+            out[r["attack"]][r["model"]][float(r["eps"])].append(float(r["accuracy"]))
+    return out
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[str, str]) -> str:
+    models = _order(rows, "model")
+    attacks = _order([r for r in rows if r["kind"] == "attack"], "attack")
+    suspect = set(check["suspect_models"])
+    label = {m: m + (" ⚠" if m in suspect else "") for m in models}
+    first = rows[0]
+    seeds = sorted({r["seed"] for r in rows})
+    out = [
+        "# Robustness report",
+        "",
+        f"Data: {first['data']}, {first['n']} test images per seed, seeds {seeds}. "
+        "Accuracies in %, mean ± half-width of the 95% confidence interval over seeds (Student t).",
+        "",
+    ]
+    info = []
+    for m in models:
+        r = next(r for r in rows if r["model"] == m)
+        ep = r.get("ep")
+        how = f"EP, backend {ep['backend']}, grad {ep['grad']}" if ep else r.get("model_kind", "?")
+        info.append([label[m], how])
+    out += _table(["model", "kind"], info) + [""]
+
+    out += ["## Obfuscation checklist (Carlini et al. 2019)", ""]
+    if suspect:
+        out += [
+            f"**⚠ Suspect (a checklist item failed): {', '.join(sorted(suspect))}.** "
+            "Their robustness numbers may reflect gradient obfuscation, not robustness.",
+            "",
+        ]
+    body = []
+    for it in check["items"]:
+        status = "**FAIL ⚠**" if it["status"] == checklist.FAIL else it["status"]
+        shown = [f for f in it["findings"] if f["status"] == checklist.FAIL] or it["findings"]
+        detail = "<br>".join(f"{f['model']}{' / ' + f['attack'] if f['attack'] else ''}: {f['detail']}" for f in shown)
+        body.append([it["title"], status, detail])
+    out += _table(["item", "status", "details"], body) + [""]
+
+    clean = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "clean":
+            clean[r["model"]].append(float(r["accuracy"]))
+    if clean:
+        out += ["## Clean accuracy", ""]
+        out += _table(["model", "accuracy"], [[label[m], _fmt(clean[m])] for m in models if clean[m]]) + [""]
+
+    cur = curves(rows)
+    if figures.get("attacks"):
+        out += ["## Adversarial robustness", "", f"![accuracy vs eps]({figures['attacks']})", ""]
+    for a in attacks:
+        if a not in cur:
+            continue
+        r0 = next(r for r in rows if r.get("attack") == a and r["kind"] == "attack")
+        out += [f"### {a} ({r0.get('method')}, {r0.get('norm')})", ""]
+        eps_all = sorted({e for m in cur[a] for e in cur[a][m]})
+        body = [[f"{e:.4g}"] + [_fmt(cur[a][m][e]) if cur[a][m].get(e) else "-" for m in models] for e in eps_all]
+        out += _table(["eps"] + [label[m] for m in models], body) + [""]
+        secs = defaultdict(float)
+        for r in rows:
+            if r.get("attack") == a and r["kind"] == "attack":
+                secs[r["model"]] += r["seconds"]
+        out += [
+            "Attack time (all eps and seeds): " + ", ".join(f"{m} {secs[m]:.0f} s" for m in models if m in secs),
+            "",
+        ]
+
+    checks = [r for r in rows if r["kind"] == "attack" and r.get("check")]
+    if checks:
+        out += ["## Checklist reruns", ""]
+        groups = defaultdict(list)
+        for r in checks:
+            groups[(r["model"], r["attack"], r["check"], r["eps"], r.get("surrogate"))].append(float(r["accuracy"]))
+        body = []
+        for (m, a, c, e, s), accs in sorted(groups.items()):
+            base = cur.get(a, {}).get(m, {}).get(float(e), [])
+            what = f"transfer from {s}" if c == "transfer" else "2x PGD steps"
+            body.append([label[m], a, what, f"{e:.4g}", _fmt(accs), _fmt(base) if base else "-"])
+        out += _table(["model", "attack", "rerun", "eps", "rerun accuracy", "white-box accuracy"], body) + [""]
+
+    corr = [r for r in rows if r["kind"] == "corruption"]
+    if corr:
+        out += _corruption_tables(corr, models, label, figures)
+    out += _classwise(rows, models, label, cur)
+    return "\n".join(out) + "\n"
+
+
+def _corruption_tables(corr, models, label, figures) -> list[str]:
+    table = corr[0].get("table", "?")
+    out = [
+        "## Natural corruptions",
+        "",
+        f"Severity table: `{table}`. Mean over severities per seed, then over seeds.",
+        "",
+    ]
+    if figures.get("corruptions"):
+        out += [f"![corruptions]({figures['corruptions']})", ""]
+    by = defaultdict(lambda: defaultdict(list))  # (model, corruption) -> seed -> [acc over severities]
+    sev = defaultdict(lambda: defaultdict(list))  # (model, severity) -> seed -> [acc over corruptions]
+    for r in corr:
+        by[(r["model"], r["attack"])][r["seed"]].append(float(r["accuracy"]))
+        sev[(r["model"], int(r["eps"]))][r["seed"]].append(float(r["accuracy"]))
+    names = _order(corr, "attack")
+
+    def cell(d) -> str:
+        return _fmt([sum(v) / len(v) for v in d.values()]) if d else "-"
+
+    body = [[n] + [cell(by.get((m, n), {})) for m in models] for n in names]
+    body.append(["**mean**"] + [cell(_pool(by, m, names)) for m in models])
+    out += _table(["corruption"] + [label[m] for m in models], body) + [""]
+    levels = sorted({int(r["eps"]) for r in corr})
+    body = [[str(s)] + [cell(sev.get((m, s), {})) for m in models] for s in levels]
+    out += _table(["severity"] + [label[m] for m in models], body) + [""]
+    return out
+
+
+def _pool(by, model, names) -> dict[int, list[float]]:
+    pooled: dict[int, list[float]] = defaultdict(list)
+    for n in names:
+        for seed, accs in by.get((model, n), {}).items():
+            pooled[seed] += accs
+    return pooled
+
+
+def _classwise(rows, models, label, cur) -> list[str]:
+    """Per-class robust accuracy at each attack's middle eps (pooled over seeds)."""
+    out = ["## Class-wise robust accuracy", ""]
+    any_rows = False
+    classes = int(rows[0].get("classes", 10))
+    for a in cur:
+        eps_all = sorted({e for m in cur[a] for e in cur[a][m]})
+        e = eps_all[(len(eps_all) - 1) // 2]
+        tot = defaultdict(lambda: [0] * classes)
+        cor = defaultdict(lambda: [0] * classes)
+        for r in rows:
+            if r["kind"] == "attack" and r.get("check") is None and r["attack"] == a and float(r["eps"]) == e:
+                for k in range(classes):
+                    tot[r["model"]][k] += r["per_class_total"][k]
+                    cor[r["model"]][k] += r["per_class_correct"][k]
+        if not tot:
+            continue
+        any_rows = True
+        out += [f"### {a} at eps {e:.4g} (all seeds pooled)", ""]
+        body = []
+        for k in range(classes):
+            body.append(
+                [str(k)]
+                + [f"{100 * cor[m][k] / tot[m][k]:.0f} ({tot[m][k]})" if tot[m][k] else "-" for m in models if m in tot]
+            )
+        worst = ["**worst**"] + [
+            f"{min(100 * cor[m][k] / tot[m][k] for k in range(classes) if tot[m][k]):.0f}" for m in models if m in tot
+        ]
+        out += _table(["class"] + [label[m] for m in models if m in tot], body + [worst]) + [""]
+    return out if any_rows else []
+
+
+def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    cur = curves(rows)
+    attacks = [a for a in _order([r for r in rows if r["kind"] == "attack"], "attack") if a in cur]
+    if not attacks:
+        return False
+    models = _order(rows, "model")
+    meta = {r["attack"]: r for r in rows if r["kind"] == "attack"}
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, a, letter in zip(axes[0], attacks, "abcdefghij"):
+        for i, m in enumerate(models):
+            pts = sorted((e, v) for e, v in cur[a].get(m, {}).items() if e > 0)
+            if not pts:
+                continue
+            eps = [e for e, _ in pts]
+            stats = [_ci(v) for _, v in pts]
+            mean = [100 * s[0] for s in stats]
+            half = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
+            name = m + (" ⚠" if m in suspect else "")
+            c = colors[i % len(colors)]
+            ax.plot(eps, mean, "o-", color=c, label=name, ms=3.5)
+            ax.fill_between(
+                eps, [u - h for u, h in zip(mean, half)], [u + h for u, h in zip(mean, half)], color=c, alpha=0.2, lw=0
+            )
+        norm = meta[a].get("norm", "")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"ε ({'ℓ2' if norm == 'L2' else 'ℓ∞'})")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"{letter}) {a}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Accuracy vs ε (bands: 95% CI over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
+def _plot_corruptions(rows, path: Path, suspect: set[str]) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corr = [r for r in rows if r["kind"] == "corruption"]
+    if not corr:
+        return False
+    models = _order(corr, "model")
+    names = _order(corr, "attack")
+    by = defaultdict(lambda: defaultdict(list))
+    sev = defaultdict(lambda: defaultdict(list))
+    for r in corr:
+        by[(r["model"], r["attack"])][r["seed"]].append(float(r["accuracy"]))
+        sev[(r["model"], int(r["eps"]))][r["seed"]].append(float(r["accuracy"]))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1]})
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        stats = [_ci([sum(v) / len(v) for v in by[(m, n)].values()]) if by[(m, n)] else (math.nan, 0) for n in names]
+        mean = [100 * s[0] for s in stats]
+        err = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
+        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(names))]
+        ax.bar(xs, mean, width, yerr=err, capsize=2, label=m + (" ⚠" if m in suspect else ""))
+        levels = sorted({s for (mm, s) in sev if mm == m})
+        st = [_ci([sum(v) / len(v) for v in sev[(m, s)].values()]) for s in levels]
+        ax2.errorbar(
+            levels,
+            [100 * s[0] for s in st],
+            yerr=[0 if math.isnan(s[1]) else 100 * s[1] for s in st],
+            marker="o",
+            capsize=2,
+            label=m,
+        )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([n.replace("_", " ") for n in names], rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%), mean over severities")
+    ax.set_ylim(0, 102)
+    ax.legend(fontsize=8, ncol=len(models), loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Natural corruptions ({corr[0].get('table', '?')} severity table)", fontsize=10)
+    ax2.set_xlabel("severity")
+    ax2.set_ylabel("accuracy (%), mean over corruptions")
+    ax2.set_ylim(0, 102)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: str | Path, out: str | Path) -> dict[str, Path]:
+    """Write ``report.md``, ``attacks.png``, ``corruptions.png`` and ``checklist.json`` into ``out``."""
+    rows = read_rows(results)
+    if not rows:
+        raise InputError(f"{results} holds no result rows")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check = checklist.evaluate(rows)
+    suspect = set(check["suspect_models"])
+    files: dict[str, Path] = {}
+    figures: dict[str, str] = {}
+    if _plot_attacks(rows, out / "attacks.png", suspect):
+        files["attacks"] = out / "attacks.png"
+        figures["attacks"] = "attacks.png"
+    if _plot_corruptions(rows, out / "corruptions.png", suspect):
+        files["corruptions"] = out / "corruptions.png"
+        figures["corruptions"] = "corruptions.png"
+    write_json_atomic(out / "checklist.json", checklist.dumps(check))
+    files["checklist"] = out / "checklist.json"
+    (out / "report.md").write_text(markdown(rows, check, figures))
+    files["report"] = out / "report.md"
+    return files

@@ -1,0 +1,32 @@
+"""Small models for the robustness tests: a tiny digits CNN, and an input-quantising wrapper whose
+input gradient is identically zero (a deliberately obfuscated model)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """conv(1->8, 3x3) - ReLU - maxpool 2 - linear(8*4*4 -> 10), normalisation inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(F.relu(self.conv((x - 0.3) / 0.3)), 2)
+        return self.fc(h.flatten(1))
+
+
+class Quantised(nn.Module):
+    """``model(round(4 x) / 4)``: the rounding has zero gradient, so white-box attacks are blind."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 4) / 4)
