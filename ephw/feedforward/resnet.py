@@ -105,7 +105,8 @@ class ResNet18(nn.Module):
             c_in = c_out
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(c_in, spec.classes)
-        self.to(memory_format=torch.channels_last)  # oneDNN's faster layout for conv + BN on CPU
+        # Plain NCHW on purpose: with channels-last, torch 2.13's oneDNN 1x1 stride-2 weight-gradient kernel
+        # (jit_avx512_common_1x1 bwd weights) corrupts the heap with 2 threads (e.g. 8->16 channels, 16x16 input).
         self.register_buffer("input_mean", torch.tensor(spec.input_mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("input_std", torch.tensor(spec.input_std, dtype=torch.float32).view(1, -1, 1, 1))
 

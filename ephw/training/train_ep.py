@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from torch import Tensor
 
 from ephw.backends import get_backend
 from ephw.checkpoint import save_model
-from ephw.data import dataset_stats, load_dataset, random_crop_flip
+from ephw.data import dataset_stats, load_dataset
 from ephw.errors import ConfigError
 from ephw.inference import settle_dataset
 from ephw.model import EnergyModel, named_config
 from ephw.training.ep import ep_step
-from ephw.training.run import Position, RunDir, epoch_batches, iterate_from, seeded
+from ephw.training.loop import fit
 
 
 @dataclass
@@ -75,15 +73,6 @@ CIFAR_DEFAULTS = dict(
 )
 
 
-def per_layer(values: tuple[float, ...], n: int, what: str) -> list[float]:
-    """``values`` for ``n`` layers: one value for all, or exactly one per layer (else :class:`ConfigError`)."""
-    if len(values) == 1:
-        return [float(values[0])] * n
-    if len(values) != n:
-        raise ConfigError(f"{what} needs 1 or {n} values (one per synapse layer), got {len(values)}")
-    return [float(v) for v in values]
-
-
 def build_model(s: EPTrainSettings, classes: int) -> EnergyModel:
     mean, std = dataset_stats(s.data)
     extra = {} if s.init_scale is None else {"init_scale": s.init_scale}
@@ -103,102 +92,40 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
         raise ConfigError(
             f"config {s.config!r} expects images {net.config.in_shape} but {s.data} has {train.image_shape}"
         )
-    device = torch.device(s.device)
-    net.to(device)
-    layers = net.synapses
-    lrs = per_layer(s.lrs, len(layers), "lrs")
-    wds = per_layer(s.weight_decays, len(layers), "weight_decays")
-    optimizer = torch.optim.SGD(
-        [{"params": m.parameters(), "lr": lr, "weight_decay": wd} for m, lr, wd in zip(layers, lrs, wds)],
-        lr=lrs[0],
-        momentum=s.momentum,
-    )
-    per_epoch = math.ceil(len(train) / s.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs * per_epoch, eta_min=s.lr_min)
-    run = RunDir(s.out)
-    position = Position()
-    if s.resume:
-        ckpt, position = run.load_state(s)
-        net.load_state_dict(ckpt.state_dict)
-        optimizer.load_state_dict(ckpt.training["optimizer"])
-        scheduler.load_state_dict(ckpt.training["scheduler"])
-        run.metrics.write(event="resume", epoch=position.epoch, batch=position.batch)
-    elif run.checkpoint.exists():
-        raise ConfigError(f"{run.checkpoint} exists: pass --resume to continue that run, or choose another --out")
     augment = s.augment if s.augment is not None else s.data.startswith("cifar")
     # one backend instance for the whole run: a hardware backend keeps its chip and
     # re-programs the updated weights onto it
     backend = get_backend(s.backend, **s.backend_options)
     meta = {"data": s.data, "trainer": "ep", "settings": asdict(s)}
 
-    def save() -> None:
-        run.save_state(net, optimizer, scheduler, position, s, meta)
+    def step(x: Tensor, y: Tensor, idx: Tensor, epoch: int, b: int) -> dict[str, float]:
+        ep = ep_step(
+            net, x, y, backend=backend, beta=s.beta, free_steps=s.free_steps, nudge_steps=s.nudge_steps, tol=s.tol
+        )
+        for p, g in zip(net.parameters(), ep.grads):
+            p.grad = g
+        with torch.no_grad():
+            loss = float(net.loss(ep.free.states, y).mean())
+            acc = float((ep.free.predictions == y).float().mean())
+        return {"loss": loss, "accuracy": acc, "free_steps": float(ep.free.steps)}
 
-    total = s.epochs * per_epoch
-    done = position.epoch * per_epoch + position.batch
-    bar = tqdm(total=total, initial=done, disable=not s.progress, file=sys.stderr, unit="batch", dynamic_ncols=True)
-    window: list[tuple[float, float, float]] = []
-    last = {}
-    try:
-        for epoch, b, idx, n_batches in iterate_from(
-            position, s.epochs, lambda e: epoch_batches(len(train), s.batch_size, s.seed, e)
-        ):
-            x, y = train.batch(idx)
-            if augment:
-                x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
-            x, y = x.to(device), y.to(device)
-            step = ep_step(
-                net, x, y, backend=backend, beta=s.beta, free_steps=s.free_steps, nudge_steps=s.nudge_steps, tol=s.tol
-            )
-            with torch.no_grad():
-                loss = float(net.loss(step.free.states, y).mean())
-                acc = float((step.free.predictions == y).float().mean())
-            if not math.isfinite(loss):
-                raise ConfigError(
-                    f"training diverged (loss {loss}) at epoch {epoch + 1} batch {b + 1}; "
-                    f"the last good state is kept in {run.checkpoint} -- lower the learning rates"
-                )
-            for p, g in zip(net.parameters(), step.grads):
-                p.grad = g
-            optimizer.step()
-            scheduler.step()
-            position = Position(epoch, b + 1)
-            window.append((loss, acc, float(step.free.steps)))
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}", T=step.free.steps)
-            if len(window) == 20 or b + 1 == n_batches:
-                mean = [sum(v) / len(v) for v in zip(*window)]
-                run.metrics.write(
-                    event="train",
-                    epoch=epoch + 1,
-                    batch=b + 1,
-                    loss=mean[0],
-                    accuracy=mean[1],
-                    free_steps=mean[2],
-                    lr=optimizer.param_groups[0]["lr"],
-                )
-                window.clear()
-            if (b + 1) % s.checkpoint_every == 0 and b + 1 < n_batches:
-                save()
-            if b + 1 == n_batches:
-                t0 = time.perf_counter()
-                ev = settle_dataset(net.eval(), test, backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
-                last = {
-                    "epoch": epoch + 1,
-                    "test_accuracy": ev.accuracy,
-                    "test_n": ev.n,
-                    "test_converged_fraction": ev.summary()["converged_fraction"],
-                    "eval_seconds": round(time.perf_counter() - t0, 2),
-                }
-                run.metrics.write(event="epoch", **last)
-                bar.write(f"epoch {epoch + 1}: test accuracy {ev.accuracy:.4f} on {ev.n} images", file=sys.stderr)
-                position = Position(epoch + 1, 0)
-                save()
-    except KeyboardInterrupt:
-        save()
-        bar.close()
-        raise
-    bar.close()
+    last: dict[str, Any] = {}
+
+    def evaluate(model: EnergyModel) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ev = settle_dataset(model, test, backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
+        last.clear()
+        last.update(
+            test_accuracy=ev.accuracy,
+            test_n=ev.n,
+            test_converged_fraction=ev.summary()["converged_fraction"],
+            eval_seconds=round(time.perf_counter() - t0, 2),
+        )
+        return last
+
+    groups = [(f"layer {j}", m.parameters()) for j, m in enumerate(net.synapses)]
+    run = fit(net, groups, s, train, step, evaluate, meta, augment=augment)
+    last = {"epoch": s.epochs, **last}
     meta["metrics"] = last
     save_model(run.model, net, meta)
     return last

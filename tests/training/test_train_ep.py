@@ -88,7 +88,7 @@ def test_existing_run_needs_resume_and_same_settings(tmp_path):
 
 
 def test_per_layer_learning_rates_are_validated(tmp_path):
-    with pytest.raises(ConfigError, match="lrs needs 1 or 3 values"):
+    with pytest.raises(ConfigError, match=r"lrs \(layer 0, layer 1, layer 2\) needs 1 or 3 values"):
         train_ep(tiny(tmp_path, lrs=(0.1, 0.2)))
 
 

@@ -1,0 +1,152 @@
+"""The resumable SGD loop every trainer shares (``train ep``, ``train bp``, ``train adv``, ``distill``).
+
+A trainer supplies one batch step (which leaves the gradients in ``p.grad``: EP's
+two-phase estimate, or ``loss.backward()``) and an evaluation; this loop does the rest:
+seeded batch order and augmentation (:func:`~ephw.training.run.epoch_batches`,
+:func:`~ephw.training.run.seeded`), SGD with momentum and one learning rate / weight decay
+per parameter group, a cosine schedule, ``metrics.jsonl`` rows, and atomic, resumable
+checkpoints (:class:`~ephw.training.run.RunDir`) -- also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ephw.data import ImageSet, random_crop_flip
+from ephw.errors import ConfigError
+from ephw.model import EnergyModel
+from ephw.training.run import Position, RunDir, epoch_batches, iterate_from, seeded
+
+#: ``(x, y, idx, epoch, batch) -> logs``: one training step on the (augmented) batch
+#: ``x (B, C, H, W)``, ``y (B,)`` (``idx``: its indices into the training set). It must leave
+#: the gradient of every trained parameter in ``p.grad`` and return floats to log, with
+#: ``"loss"`` among them.
+BatchStep = Callable[[Tensor, Tensor, Tensor, int, int], dict[str, float]]
+
+
+def per_layer(values: tuple[float, ...], n: int, what: str) -> list[float]:
+    """``values`` for ``n`` layers: one value for all, or exactly one per layer (else :class:`ConfigError`)."""
+    if len(values) == 1:
+        return [float(values[0])] * n
+    if len(values) != n:
+        raise ConfigError(f"{what} needs 1 or {n} values (one per layer), got {len(values)}")
+    return [float(v) for v in values]
+
+
+def fit(
+    model: nn.Module,
+    groups: list[tuple[str, Iterable[nn.Parameter]]],
+    s: Any,
+    train: ImageSet,
+    step: BatchStep,
+    evaluate: Callable[[nn.Module], dict[str, Any]],
+    meta: dict[str, Any],
+    augment: bool,
+) -> RunDir:
+    """Train (or, with ``s.resume``, continue training) ``model`` in the run folder ``s.out``.
+
+    Args:
+        model: an :class:`EnergyModel` or a feed-forward model (its checkpoint format follows).
+        groups: ``(name, parameters)`` per learning-rate group, matched with ``s.lrs`` and
+            ``s.weight_decays`` (one value each, or one for all).
+        s: the trainer's settings dataclass (stored in checkpoints; a resumed run must match):
+            ``epochs, batch_size, lrs, weight_decays, momentum, lr_min, seed, out, device,
+            resume, checkpoint_every, progress`` and optionally ``max_batches``.
+        train: the training images.
+        step: one batch step (:data:`BatchStep`).
+        evaluate: called with the model in eval mode after every epoch; its dict is logged.
+        meta: stored in every checkpoint.
+        augment: random crop (4 px) + flip, seeded by ``(seed, epoch, batch)``.
+
+    Returns the run folder; writing ``model.pt`` is left to the trainer.
+    """
+    max_batches = getattr(s, "max_batches", None)
+    if s.epochs < 1 or s.batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {s.epochs} and {s.batch_size}")
+    if max_batches is not None and max_batches < 1:
+        raise ConfigError(f"max_batches must be >= 1, got {max_batches}")
+    device = torch.device(s.device)
+    model.to(device)
+    lrs = per_layer(s.lrs, len(groups), f"lrs ({', '.join(name for name, _ in groups)})")
+    wds = per_layer(s.weight_decays, len(groups), "weight_decays")
+    optimizer = torch.optim.SGD(
+        [{"params": list(p), "lr": lr, "weight_decay": wd} for (_, p), lr, wd in zip(groups, lrs, wds)],
+        lr=lrs[0],
+        momentum=s.momentum,
+    )
+
+    def batches_of(epoch: int) -> list[Tensor]:
+        return epoch_batches(len(train), s.batch_size, s.seed, epoch)[:max_batches]
+
+    per_epoch = len(batches_of(0))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs * per_epoch, eta_min=s.lr_min)
+    run = RunDir(s.out)
+    position = Position()
+    if s.resume:
+        ckpt, position = run.load_state(s, feedforward=not isinstance(model, EnergyModel))
+        model.load_state_dict(ckpt.state_dict)
+        optimizer.load_state_dict(ckpt.training["optimizer"])
+        scheduler.load_state_dict(ckpt.training["scheduler"])
+        run.metrics.write(event="resume", epoch=position.epoch, batch=position.batch)
+    elif run.checkpoint.exists():
+        raise ConfigError(f"{run.checkpoint} exists: pass --resume to continue that run, or choose another --out")
+
+    def save() -> None:
+        run.save_state(model, optimizer, scheduler, position, s, meta)
+
+    done = position.epoch * per_epoch + position.batch
+    bar = tqdm(
+        total=s.epochs * per_epoch,
+        initial=done,
+        disable=not s.progress,
+        file=sys.stderr,
+        unit="batch",
+        dynamic_ncols=True,
+    )
+    window: list[dict[str, float]] = []
+    try:
+        for epoch, b, idx, n_batches in iterate_from(position, s.epochs, batches_of):
+            x, y = train.batch(idx)
+            if augment:
+                x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logs = step(x, y, idx, epoch, b)
+            if not math.isfinite(logs["loss"]):
+                raise ConfigError(
+                    f"training diverged (loss {logs['loss']}) at epoch {epoch + 1} batch {b + 1}; "
+                    f"the last good state is kept in {run.checkpoint} -- lower the learning rates"
+                )
+            optimizer.step()
+            scheduler.step()
+            position = Position(epoch, b + 1)
+            window.append(logs)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4g}" for k, v in logs.items()})
+            if len(window) == 20 or b + 1 == n_batches:
+                mean = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
+                lr = optimizer.param_groups[0]["lr"]
+                run.metrics.write(event="train", epoch=epoch + 1, batch=b + 1, lr=lr, **mean)
+                window.clear()
+            if (b + 1) % s.checkpoint_every == 0 and b + 1 < n_batches:
+                save()
+            if b + 1 == n_batches:
+                metrics = evaluate(model.eval())
+                run.metrics.write(event="epoch", epoch=epoch + 1, **metrics)
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+                bar.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
+                position = Position(epoch + 1, 0)
+                save()
+    except KeyboardInterrupt:
+        save()
+        bar.close()
+        raise
+    bar.close()
+    return run
