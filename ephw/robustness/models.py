@@ -21,6 +21,7 @@ from ephw.backends.base import check_settle_args
 from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
 from ephw.checkpoint import FORMAT as EP_FORMAT
 from ephw.errors import CheckpointError, ConfigError
+from ephw.feedforward import load_feedforward
 from ephw.model import EnergyModel
 from ephw.robustness.gradients import AdjointStats, GradMode, dynamics_step, parse_grad, surrogate_states
 
@@ -203,10 +204,6 @@ def load_classifier(spec: ModelSpec, dtype: torch.dtype = torch.float32, device:
         }
         return Classifier(spec.name, module, "ep", meta)
     if fmt.startswith("ephw.feedforward"):
-        try:
-            from ephw.feedforward import load_feedforward
-        except ImportError as exc:
-            raise CheckpointError(f"{spec.file} is a feed-forward checkpoint but ephw.feedforward is missing: {exc}")
         module, meta = load_feedforward(spec.file)
         return Classifier(spec.name, module.to(device=device, dtype=dtype), "feedforward", dict(meta))
     raise CheckpointError(f"{spec.file} has unknown checkpoint format {fmt!r}")

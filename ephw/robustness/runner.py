@@ -331,6 +331,8 @@ def run_robustness(
                 "made with different settings; use another --out (or rename the model/attack)"
             )
     todo = [t for t in tasks if t.key not in done]
+    for name in dict.fromkeys(t.model for t in todo):  # a missing or broken checkpoint fails now, not hours in
+        runner.model(name)
     computed = 0
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=not progress, unit="row", dynamic_ncols=True)
     rows = list(done.values())
