@@ -7,6 +7,7 @@ import sys
 
 from ephw import __version__
 from ephw.cli import bench, distill, robustness, settle, sweep, train
+from ephw.device import resolve_device
 from ephw.errors import EphwError
 
 
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:
+            resolve_device(args.device)
         return args.func(args)
     except EphwError as exc:
         print(f"ephw: error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ephw.device import resolve_device
 from ephw.errors import ConfigError
 from ephw.robustness.attacks import AttackSpec
 from ephw.robustness.corruptions import CORRUPTIONS, TABLES
@@ -178,6 +179,7 @@ def config_from_dict(raw: dict[str, Any]) -> RobustnessConfig:
     check_eps = checks_raw.pop("check_eps", {})
     checks = _build(Checks, checks_raw, "checks", check_eps=dict(check_eps))
     run = dict(raw.get("run", {}))
+    resolve_device(run.get("device", "cpu"))
     return _build(
         RobustnessConfig,
         run,
