@@ -69,6 +69,7 @@ class Lava(Backend):
         frac_bits: int | None = None,
         fail_at_step: int | None = None,
     ) -> None:
+        self._cache: tuple[tuple, LavaNetwork] | None = None  # first: __del__ runs even if a check below fails
         dt = self.default_dt if dt is None else dt
         if not 0.0 < dt <= 1.0:
             raise BackendError(f"{self.name}: dt must be in (0, 1], got {dt}")
@@ -84,7 +85,6 @@ class Lava(Backend):
             FixedPointFormat(frac_bits if frac_bits is not None else 10) if self.precision == "fixed_pt" else None
         )
         self.fail_at_step = fail_at_step
-        self._cache: tuple[tuple, LavaNetwork] | None = None
 
     # ------------------------------------------------------------------ network cache
     def network(self, net: EnergyModel, batch: int) -> LavaNetwork:
