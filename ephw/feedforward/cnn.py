@@ -11,7 +11,6 @@ settle (:meth:`EPTopologyCNN.settle_init`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from ephw.errors import ConfigError
 from ephw.model import ModelConfig
+from ephw.model.layers import input_stats, synapse_layers
 
 #: ``hard-sigmoid``: the EP activation ``clamp(g u, 0, 1)`` (g from the config); ``relu-bn``:
 #: BatchNorm + ReLU after every hidden layer (LANL's AdvEP baseline).
@@ -71,21 +71,8 @@ class EPTopologyCNN(nn.Module):
         super().__init__()
         self.spec = spec
         cfg = spec.config
-        c = cfg.in_shape[0]
-        self.convs = nn.ModuleList()
-        for conv in cfg.convs:
-            self.convs.append(nn.Conv2d(c, conv.channels, conv.kernel, padding=conv.padding))
-            c = conv.channels
+        self.convs, self.dense = synapse_layers(cfg)  # the EnergyModel's layers, names and init
         feats = cfg.feature_shapes()
-        widths = [math.prod(feats[len(cfg.convs) - 1]) if cfg.convs else math.prod(cfg.in_shape)]
-        widths += [*cfg.dense, cfg.classes]
-        self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        with torch.no_grad():
-            for layer, scale in zip(self.synapses, cfg.scales()):
-                layer.weight.mul_(scale)
-                layer.bias.mul_(scale)
-        # channels-last conv weights (as EnergyModel's): oneDNN convolves and pools 2-4x faster
-        self.convs.to(memory_format=torch.channels_last)
         n_hidden = len(cfg.convs) + len(cfg.dense)
         if spec.activation == "relu-bn":
             self.norms = nn.ModuleList(
@@ -93,8 +80,9 @@ class EPTopologyCNN(nn.Module):
             )
         else:
             self.norms = nn.ModuleList()
-        self.register_buffer("input_mean", torch.tensor(cfg.input_mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("input_std", torch.tensor(cfg.input_std, dtype=torch.float32).view(1, -1, 1, 1))
+        mean, std = input_stats(cfg)
+        self.register_buffer("input_mean", mean)
+        self.register_buffer("input_std", std)
 
     @property
     def synapses(self) -> list[nn.Module]:
