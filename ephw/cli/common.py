@@ -102,12 +102,12 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[EnergyModel, ImageSet
     name = args.data or ckpt.meta.get("data", "digits")
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
-    data = load_dataset(name, "test", args.data_root).subset(args.n)
+    data = load_dataset(name, "test", args.data_root)
     if data.image_shape != tuple(net.config.in_shape):
         raise InputError(
             f"{name} images have shape {data.image_shape} but the model expects {tuple(net.config.in_shape)}"
         )
-    return net, data
+    return net, data.subset(args.n)
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

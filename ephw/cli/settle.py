@@ -68,7 +68,7 @@ def run_settle(args: argparse.Namespace) -> int:
         run = settle_dataset(
             net, data, name, steps=args.steps, tol=args.tol, batch_size=args.batch, **options.get(name, {})
         )
-        row = run.summary()
+        row = {**run.summary(), "class_counts": data.class_counts()}
         impl = get_backend(name, **options.get(name, {})) if args.report else None
         if impl is not None and hasattr(impl, "resources"):
             row["resources"] = impl.resources(net)
@@ -95,6 +95,7 @@ def run_compare(args: argparse.Namespace) -> int:
     report, _ = compare_backends(
         net, data, backends, steps=args.steps, tol=args.tol, batch_size=args.batch, options=backend_options(args)
     )
+    report["class_counts"] = data.class_counts()
     if args.json:
         print(json.dumps(report))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ephw.data.imageset import SPLITS, ImageSet
+from ephw.data.order import DATASET_ORDER_SEED, stratified_order
 from ephw.errors import InputError
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100")
@@ -40,6 +41,8 @@ def load_dataset(name: str, split: str = "test", root: str | os.PathLike[str] | 
     Returns:
         :class:`ImageSet`; digits: ``float32`` ``(N, 1, 8, 8)`` in [0, 1] (1,257 train / 540
         test); CIFAR: ``uint8`` ``(N, 3, 32, 32)`` (decoded once, then loaded from the cache).
+        Every split comes in the fixed class-stratified order of :mod:`ephw.data.order`, so its
+        first ``n`` images (:meth:`ImageSet.subset`) are a class-balanced sample.
 
     Raises:
         InputError: unknown name or split.
@@ -51,10 +54,12 @@ def load_dataset(name: str, split: str = "test", root: str | os.PathLike[str] | 
     if name == "digits":
         from ephw.data.digits import load_digits_split
 
-        return load_digits_split(split)
-    from ephw.data.cifar import load_cifar
+        data = load_digits_split(split)
+    else:
+        from ephw.data.cifar import load_cifar
 
-    return load_cifar(name, split, root)
+        data = load_cifar(name, split, root)
+    return data.reordered(stratified_order(data.labels.numpy(), DATASET_ORDER_SEED))
 
 
 def dataset_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

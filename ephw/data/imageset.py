@@ -65,16 +65,32 @@ class ImageSet:
         return images, self.labels[index]
 
     def subset(self, n: int) -> ImageSet:
-        """The first ``n`` images (all of them if ``n >= len(self)``); ``n`` must be >= 1."""
+        """The first ``n`` images; ``n`` must be >= 1 and at most ``len(self)``.
+
+        Splits from :func:`~ephw.data.load_dataset` are in class-stratified order, so this is a
+        class-balanced sample.
+        """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"subset size must be an integer >= 1; got {n!r}")
+        if n > len(self):
+            raise InputError(f"asked for {n} images but the {self.name} {self.split} split has {len(self)}: ask for at most that")
+        return self.reordered(slice(0, n))
+
+    def reordered(self, index: np.ndarray | torch.Tensor | slice) -> ImageSet:
+        """The images and labels at ``index`` (a permutation, an index array or a slice), same classes."""
+        if isinstance(index, np.ndarray):
+            index = torch.from_numpy(index)
         return ImageSet(
             name=self.name,
             split=self.split,
-            images=self.images[:n],
-            labels=self.labels[:n],
+            images=self.images[index].contiguous(),
+            labels=self.labels[index].contiguous(),
             classes=self.classes,
         )
+
+    def class_counts(self) -> list[int]:
+        """Images per class, in label order."""
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
 
 @dataclass(frozen=True)

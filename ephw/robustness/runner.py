@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ephw.data import ImageSet, load_dataset
+from ephw.data.order import stratified_order
 from ephw.errors import ConfigError, InputError
 from ephw.robustness import checklist
 from ephw.robustness.attacks import AttackSpec, run_attack
 from ephw.robustness.config import RobustnessConfig
 from ephw.robustness.corruptions import corrupt_images
 from ephw.robustness.models import Classifier, EPClassifier, load_classifier
-from ephw.training.run import seeded
 
 #: Sub-seed that draws a seed's test subset (keeps it apart from the attacks' draws).
 SUBSET_STREAM = 7
@@ -138,8 +138,13 @@ def plan(cfg: RobustnessConfig) -> list[Task]:
 
 
 def subset(data: ImageSet, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seed ``seed``'s ``n`` test images: ``(indices (n,), images (n, C, H, W), labels (n,))``."""
-    idx = torch.randperm(len(data), generator=seeded(seed, SUBSET_STREAM))[: min(n, len(data))]
+    """Seed ``seed``'s ``n`` test images, class-stratified: ``(indices (n,), images (n, C, H, W), labels (n,))``.
+
+    Each seed draws its own stratified order of the whole split (:func:`~ephw.data.order.stratified_order`),
+    so every seed's images hold each class in proportion to its share, and the seeds' subsets differ.
+    """
+    order = stratified_order(data.labels.numpy(), seed * 1_000_003 + SUBSET_STREAM)
+    idx = torch.from_numpy(order[: min(n, len(data))])
     x, y = data.batch(idx)
     return idx, x, y
 
