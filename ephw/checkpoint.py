@@ -8,9 +8,8 @@ while saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from torch import nn
 
 from ephw.errors import CheckpointError, ConfigError
 from ephw.model import EnergyModel, ModelConfig
+from ephw.outputs import atomic_write
 
 FORMAT = "ephw.checkpoint"
 VERSION = 1
@@ -50,9 +50,7 @@ class Checkpoint:
         return with_weights(EnergyModel(self.config), self.state_dict, dtype, device)
 
 
-def with_weights(
-    module: M, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: str | torch.device
-) -> M:
+def with_weights(module: M, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: str | torch.device) -> M:
     """``module`` with ``state_dict`` loaded, moved to ``dtype``/``device``, in eval mode.
 
     Raises :class:`CheckpointError` (one line) if the weights do not fit the architecture.
@@ -72,18 +70,9 @@ def write_blob(path: str | Path, blob: dict[str, Any]) -> Path:
     process killed while writing leaves the previous file intact. Every ephw file format
     (model checkpoints, :mod:`ephw.feedforward` checkpoints) is written through here.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(blob, fh)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()  # serialised first: torch reports a failed file write as a RuntimeError
+    torch.save(blob, buffer)
+    return atomic_write(path, buffer.getbuffer())
 
 
 def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, Any]:

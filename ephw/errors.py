@@ -33,3 +33,7 @@ class DataError(EphwError, FileNotFoundError):
 
 class CheckpointError(EphwError, ValueError):
     """A checkpoint file is missing, truncated, corrupt or not an ephw checkpoint."""
+
+
+class OutputError(EphwError, OSError):
+    """An output cannot be written: full or read-only disk, a file in the way, or a run already writing it."""

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ephw.data.imageset import DecodedSplits
+from ephw.outputs import atomic_write
 
 CACHE_FORMAT = 1
 """Bumped whenever the stored layout changes; part of the key."""
@@ -163,22 +163,9 @@ def write_entry(entry: Path, decoded: DecodedSplits, *, name: str, source: Path)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], object]) -> int:
-    """Run ``write(file)`` on a temporary file next to ``path``, then move it onto ``path``.
-
-    Returns the size in bytes of the written file.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return size
+    """:func:`ephw.outputs.atomic_write` of ``write(file)`` to ``path``; returns the file's size in bytes."""
+    atomic_write(path, write)
+    return path.stat().st_size
 
 
 def _remove_stale_entries(current: Path, *, name: str, source: str) -> None:

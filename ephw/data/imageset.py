@@ -73,7 +73,9 @@ class ImageSet:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"subset size must be an integer >= 1; got {n!r}")
         if n > len(self):
-            raise InputError(f"asked for {n} images but the {self.name} {self.split} split has {len(self)}: ask for at most that")
+            raise InputError(
+                f"asked for {n} images but the {self.name} {self.split} split has {len(self)}: ask for at most that"
+            )
         return self.reordered(slice(0, n))
 
     def reordered(self, index: np.ndarray | torch.Tensor | slice) -> ImageSet:

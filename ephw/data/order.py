@@ -37,4 +37,3 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
         members = np.flatnonzero(labels == c)
         keys[rng.permutation(members)] = (np.arange(len(members)) + 0.5) / len(members)
     return np.lexsort((labels, keys)).astype(np.int64)
-

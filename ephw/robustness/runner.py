@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from tqdm import tqdm
 from ephw.data import ImageSet, load_dataset
 from ephw.data.order import stratified_order
 from ephw.errors import ConfigError, InputError
+from ephw.outputs import append_line, atomic_write
 from ephw.robustness import checklist
 from ephw.robustness.attacks import AttackSpec, run_attack
 from ephw.robustness.config import RobustnessConfig
@@ -91,22 +90,12 @@ def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one JSON line with a single write, flushed to disk before returning."""
-    line = (json.dumps(row, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append one JSON line with a single checked write, flushed to disk before returning."""
+    append_line(path, json.dumps(row, sort_keys=True))
 
 
 def write_json_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def checklist_path(results: Path) -> Path:

@@ -30,6 +30,7 @@ from ephw.feedforward.checkpoint import (
     save_feedforward_checkpoint,
 )
 from ephw.model import EnergyModel
+from ephw.outputs import append_line
 
 
 def seeded(seed: int, *parts: int) -> torch.Generator:
@@ -62,9 +63,7 @@ class MetricsLog:
         self.path = path
 
     def write(self, **row: Any) -> None:
-        row = {"time": round(time.time(), 3), **row}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
+        append_line(self.path, json.dumps({"time": round(time.time(), 3), **row}, sort_keys=True))
 
 
 class RunDir:
