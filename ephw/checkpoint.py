@@ -20,6 +20,7 @@ from torch import nn
 from ephw.errors import CheckpointError, ConfigError
 from ephw.model import EnergyModel, ModelConfig
 from ephw.outputs import atomic_write
+from ephw.pretrained.catalog import resolve_model
 
 FORMAT = "ephw.checkpoint"
 VERSION = 1
@@ -75,6 +76,40 @@ def write_blob(path: str | Path, blob: dict[str, Any]) -> Path:
     return atomic_write(path, buffer.getbuffer())
 
 
+def _load_any(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``; a missing or unreadable file is a one-line CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle refusing foreign objects, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated, corrupt or foreign): {reason}"
+        ) from None
+
+
+def checkpoint_format(path: str | Path) -> str:
+    """The ``format`` entry of an ephw file (EP ``ephw.checkpoint`` or ``ephw.feedforward*``); path or shipped name."""
+    path = resolve_model(path)
+    blob = _load_any(path)
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if not isinstance(fmt, str):
+        raise CheckpointError(f"{path} has no 'format' entry: not an ephw checkpoint")
+    return fmt
+
+
+def update_meta(path: str | Path, updates: dict[str, Any]) -> None:
+    """Merge ``updates`` into the JSON meta of an ephw file (any format), rewriting it atomically."""
+    path = Path(path)
+    checkpoint_format(path)  # an ephw file, or a one-line CheckpointError
+    blob = _load_any(path)
+    meta = json.loads(blob.get("meta", "{}"))
+    meta.update(updates)
+    blob["meta"] = json.dumps(meta, sort_keys=True)
+    write_blob(path, blob)
+
+
 def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, Any]:
     """Read a file written by :func:`write_blob` whose ``format`` entry must be ``fmt`` at ``version``.
 
@@ -86,16 +121,8 @@ def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, 
         CheckpointError: (one line) the file is missing, unreadable (truncated, corrupt,
             foreign pickle), has another or no ``format``, or another ``version``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle refusing foreign objects, ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, corrupt or foreign): {reason}"
-        ) from None
+    path = resolve_model(path)
+    blob = _load_any(path)
     found = blob.get("format") if isinstance(blob, dict) else None
     if not isinstance(found, str):
         raise CheckpointError(f"{path} is not an {kind} (it has no format={fmt!r} entry)")
@@ -139,8 +166,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 def load_model(
     path: str | Path | None = None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> EnergyModel:
-    """Load an :class:`EnergyModel` (default: the bundled digits model) in eval mode."""
+) -> nn.Module:
+    """Load a model in eval mode: a checkpoint path or a shipped name (``ephw models``).
+
+    ``None`` is the bundled digits EP-CNN. EP checkpoints give an :class:`EnergyModel`;
+    feed-forward ones (students, BP-/Adv-CNNs, ResNet-18) the feed-forward module, which maps
+    ``(B, C, H, W)`` images in [0, 1] to ``(B, classes)`` logits.
+    """
+    if path is not None and checkpoint_format(path).startswith("ephw.feedforward"):
+        from ephw.feedforward.checkpoint import load_feedforward
+
+        return load_feedforward(path, dtype, device)[0]
     ckpt = load_checkpoint(BUNDLED_MODEL if path is None else path)
     try:
         return ckpt.model(dtype, device)

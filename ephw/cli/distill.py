@@ -67,6 +67,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--augment", default=None, action=argparse.BooleanOptionalAction, help="random crop + flip (default: CIFAR)"
     )
     p.add_argument("--max-batches", type=int, default=None, help="at most this many batches per epoch")
+    p.add_argument(
+        "--train-n", type=int, default=None, help="train on the first N (class-balanced) training images (default all)"
+    )
     p.add_argument("--test-n", type=int, default=None, help="evaluate on the first N test images (default all)")
     p.add_argument("--timing-batch", type=int, default=_DEF.timing_batch, help="images in the final timing batch")
     p.add_argument("--seed", type=int, default=_DEF.seed)
@@ -84,7 +87,7 @@ def run_distill(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         student=args.student,
         teacher_backend=args.teacher_backend,
-        teacher_backend_options=backend_options(args).get(args.teacher_backend, {}),
+        teacher_backend_options=backend_options(args, [args.teacher_backend]).get(args.teacher_backend, {}),
         teacher_steps=args.teacher_steps,
         teacher_tol=args.teacher_tol,
         cache_teacher=args.cache_teacher,
@@ -103,6 +106,7 @@ def run_distill(args: argparse.Namespace) -> int:
         augment=args.augment,
         max_batches=args.max_batches,
         test_n=args.test_n,
+        train_n=args.train_n,
         timing_batch=args.timing_batch,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from ephw import __version__
-from ephw.cli import bench, distill, robustness, settle, sweep, train
+from ephw.cli import bench, distill, models, reproduce, robustness, settle, sweep, train
 from ephw.device import resolve_device
 from ephw.errors import EphwError
+from ephw.signals import Terminated, install
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_parsers(sub)
     distill.add_parsers(sub)
     robustness.add_parsers(sub)
+    models.add_parsers(sub)
+    reproduce.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    install()  # SIGTERM: the same clean shutdown as Ctrl-C
     try:
         if getattr(args, "device", None) is not None:
             resolve_device(args.device)
@@ -36,9 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     except EphwError as exc:
         print(f"ephw: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("ephw: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("ephw: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

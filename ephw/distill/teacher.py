@@ -8,17 +8,23 @@ crossbar, Lava -- can teach) and turns the fixed point into the targets of Eq. 8
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ephw.backends import Backend, SettleResult, get_backend, settle
 from ephw.data import ImageSet
+from ephw.data.cache import cache_dir
 from ephw.errors import ConfigError
 from ephw.model import EnergyModel
+from ephw.outputs import atomic_write
 
 
 @dataclass
@@ -143,13 +149,40 @@ class Teacher:
         """The targets of a batch of images ``x (B, C, H, W)`` in ``[0, 1]``."""
         return targets_from_result(self.net, self.settle(x))
 
-    def dataset_targets(self, data: ImageSet, batch_size: int = 256) -> TeacherTargets:
-        """The targets of every image of ``data``, settled in batches of ``batch_size`` (kept on the CPU)."""
+    def dataset_targets(self, data: ImageSet, batch_size: int = 256, reuse: bool = False) -> TeacherTargets:
+        """The targets of every image of ``data``, settled in batches of ``batch_size`` (kept on the CPU).
+
+        With ``reuse``, the targets are stored in the ephw cache (``$EPHW_CACHE/teachers/``), keyed
+        by the teacher's weights, backend, options and settle budget and by the images, so every
+        student distilled from the same teacher on the same images settles them only once.
+        """
+        path = cache_dir() / "teachers" / f"{self.fingerprint(data)}.pt" if reuse else None
+        if path is not None and path.is_file():
+            try:
+                return TeacherTargets(**torch.load(path, map_location="cpu", weights_only=True))
+            except Exception:  # a damaged entry is settled again and replaced
+                path.unlink(missing_ok=True)
         parts = []
-        for lo in range(0, len(data), batch_size):
+        for lo in tqdm(range(0, len(data), batch_size), desc="settling teacher", unit="batch", file=sys.stderr):
             x, _ = data.batch(slice(lo, lo + batch_size))
             parts.append(self.targets(x).to("cpu"))
-        return TeacherTargets.cat(parts)
+        out = TeacherTargets.cat(parts)
+        if path is not None:
+            buffer = io.BytesIO()
+            torch.save(dict(vars(out)), buffer)
+            atomic_write(path, buffer.getbuffer())
+        return out
+
+    def fingerprint(self, data: ImageSet) -> str:
+        """sha256 (hex, 32 chars) of the teacher's weights, settle setup and ``data``'s images and labels."""
+        h = hashlib.sha256()
+        for name, t in self.net.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(json.dumps(self.describe(), sort_keys=True, default=repr).encode())
+        h.update(data.images.contiguous().numpy().tobytes())
+        h.update(data.labels.numpy().tobytes())
+        return h.hexdigest()[:32]
 
     def describe(self) -> dict[str, Any]:
         """The backend, its options and resolved parameters, and the settle budget (for checkpoint meta)."""

@@ -31,6 +31,8 @@ from ephw.errors import ConfigError
 from ephw.feedforward import CNNSpec, EPTopologyCNN, ResNet18, ResNetSpec, save_feedforward
 from ephw.model import EnergyModel
 from ephw.training.feedforward_loop import SGDSettings, fit, resolve_augment, write_metrics_json
+from ephw.training.loop import check_loop_settings
+from ephw.training.run import run_lock
 
 STUDENT_KINDS = ("cnn", "cnn-ll", "resnet18")
 STUDENT_INITS = ("random", "teacher")
@@ -49,6 +51,8 @@ class DistillSettings(SGDSettings):
         teacher_steps, teacher_tol: settle budget and residual tolerance of the teacher.
         cache_teacher: settle the un-augmented training set once and reuse its fixed points
             (turns augmentation off; memory: one float per state unit per training image).
+        train_n: train on the first ``train_n`` training images only (a class-balanced subset,
+            :mod:`ephw.data.order`; for slow teachers such as ``lava-fixed``); ``None``: all.
         layer_weights: weights ``w_1 .. w_{N-1}`` of Eq. 8's hidden-layer MSE terms (one per
             hidden layer, or one value for all); ``ce_weight``: weight of the output term.
         width: ResNet-18 first-stage width (64 = the standard network).
@@ -66,6 +70,7 @@ class DistillSettings(SGDSettings):
     teacher_steps: int = 500
     teacher_tol: float = 1e-6
     cache_teacher: bool = False
+    train_n: int | None = None
     layer_weights: tuple[float, ...] = (10.0,)
     ce_weight: float = 1.0
     width: int = 64
@@ -109,17 +114,34 @@ def resolve_settings(s: DistillSettings, teacher_meta: dict[str, Any]) -> Distil
     return dataclasses.replace(s, augment=resolve_augment(s))
 
 
+def check_settings(s: DistillSettings) -> None:
+    """Refuse settings no distillation can use, before training starts (:class:`ConfigError`)."""
+    check_loop_settings(s)
+    if s.timing_batch < 1 or s.timing_repeats < 1:
+        raise ConfigError(f"timing_batch and timing_repeats must be >= 1, got {s.timing_batch} and {s.timing_repeats}")
+    if s.teacher_steps < 1:
+        raise ConfigError(f"teacher_steps must be >= 1, got {s.teacher_steps}")
+
+
 def distill(s: DistillSettings) -> dict[str, Any]:
     """Run (or resume) a distillation; returns the final metrics (also in ``s.out/metrics.json``).
 
     Writes ``checkpoint.pt``, ``metrics.jsonl``, ``metrics.json`` and ``model.pt`` (feed-forward
     checkpoint whose meta records the teacher checkpoint, its meta, backend and parameters).
     """
+    check_settings(s)
+    with run_lock(s.out):
+        return _distill(s)
+
+
+def _distill(s: DistillSettings) -> dict[str, Any]:
     ckpt = load_checkpoint(s.teacher or BUNDLED_MODEL)
     s = resolve_settings(s, ckpt.meta)
     device = torch.device(s.device)
     net = ckpt.model(device=device)
     train = load_dataset(s.data, "train", s.data_root)
+    if s.train_n is not None:
+        train = train.subset(s.train_n)
     test = load_dataset(s.data, "test", s.data_root)
     if s.test_n is not None:
         test = test.subset(s.test_n)
@@ -129,8 +151,8 @@ def distill(s: DistillSettings) -> dict[str, Any]:
     student = build_student(s, net).to(device)
     weights = layer_weights(s.layer_weights, teacher.n_hidden)
     eq8 = s.student == "cnn"
-    cache = teacher.dataset_targets(train).to(device) if s.cache_teacher else None
-    test_targets = teacher.dataset_targets(test)
+    cache = teacher.dataset_targets(train, reuse=True).to(device) if s.cache_teacher else None
+    test_targets = teacher.dataset_targets(test, reuse=True)
     meta = {
         "data": s.data,
         "trainer": "distill",

@@ -18,12 +18,13 @@ from torch import Tensor, nn
 
 from ephw.backends import DEFAULT_TOL, Backend, get_backend
 from ephw.backends.base import check_settle_args
-from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
+from ephw.checkpoint import BUNDLED_MODEL, checkpoint_format, load_checkpoint
 from ephw.checkpoint import FORMAT as EP_FORMAT
 from ephw.errors import CheckpointError, ConfigError
 from ephw.feedforward import load_feedforward
 from ephw.model import EnergyModel
-from ephw.robustness.gradients import AdjointStats, GradMode, dynamics_step, parse_grad, surrogate_states
+from ephw.pretrained.catalog import resolve_model
+from ephw.robustness.gradients import AdjointStats, GradMode, dynamics_step, parse_grad, surrogate_logits
 
 #: Prediction settles with this many steps at most (LANL predict with 250).
 DEFAULT_PREDICT_STEPS = 250
@@ -96,8 +97,7 @@ class EPClassifier(nn.Module):
         logits = res.logits.to(x.device)
         if not (torch.is_grad_enabled() and x.requires_grad):
             return logits
-        sur = surrogate_states(self.grad, self.net, self._step, x, res.states, self.adjoint_stats)
-        grad_logits = self.net.logits(sur)
+        grad_logits = surrogate_logits(self.grad, self.net, self._step, x, res.states, self.adjoint_stats)
         return logits + (grad_logits - grad_logits.detach())
 
     def reset_stats(self) -> None:
@@ -164,23 +164,7 @@ class ModelSpec:
 
     @property
     def file(self) -> Path:
-        return BUNDLED_MODEL if self.path == "bundled" else Path(self.path)
-
-
-def checkpoint_format(path: str | Path) -> str:
-    """The ``format`` entry of an ephw checkpoint file (EP or feed-forward)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint: {reason}") from None
-    fmt = blob.get("format") if isinstance(blob, dict) else None
-    if not isinstance(fmt, str):
-        raise CheckpointError(f"{path} has no 'format' entry: not an ephw checkpoint")
-    return fmt
+        return BUNDLED_MODEL if self.path == "bundled" else resolve_model(self.path)
 
 
 def load_classifier(spec: ModelSpec, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Classifier:

@@ -1,0 +1,65 @@
+"""``ephw reproduce DATA``: the seed paper's experiment, stage by stage (docs/reproduce.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ephw.errors import ConfigError
+from ephw.reproduce.plan import BUDGETS, STAGES
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's experiment end to end: train EP, baselines, students; attack them; write the results page",
+    )
+    p.add_argument("data", choices=("cifar10", "cifar100"), help="dataset")
+    p.add_argument(
+        "--stage",
+        action="append",
+        default=None,
+        help=f"run only this stage (repeatable): {', '.join(STAGES)} (default: all, in order)",
+    )
+    p.add_argument("--budget", default="cpu", help=f"sizes: {', '.join(BUDGETS)} (default cpu; docs/reproduce.md)")
+    p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset")
+    p.add_argument("--run-dir", default=None, help="where every run goes (default reproduce/DATA[-BUDGET])")
+    p.add_argument("--docs", default="docs/results", help="folder of the results page DATA.md (default docs/results)")
+    p.add_argument(
+        "--no-ship", action="store_true", help="do not copy finished models into the package (ephw/pretrained)"
+    )
+    p.add_argument("--list", action="store_true", help="print the plan (every command) and what is done, run nothing")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=run_reproduce)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from ephw.reproduce.pipeline import Pipeline, print_status
+
+    if args.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {args.budget!r}: use one of {', '.join(BUDGETS)}")
+    stages = args.stage or list(STAGES)
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ConfigError(f"unknown stage {bad[0]!r}: use one of {', '.join(STAGES)}")
+    default_dir = f"reproduce/{args.data}" + ("" if args.budget == "cpu" else f"-{args.budget}")
+    pipe = Pipeline(
+        args.data,
+        args.budget,
+        Path(args.run_dir or default_dir),
+        data_root=args.data_root,
+        ship_dir=None if args.no_ship or args.budget == "smoke" else Pipeline.default_ship_dir(),
+        device=args.device,
+        docs_dir=Path(args.docs),
+    )
+    if args.list:
+        for step in pipe.steps:
+            state = (
+                "done" if pipe.is_done(step) else "resume" if (pipe.folder(step) / "checkpoint.pt").is_file() else "-"
+            )
+            print(f"{step.stage:10s} {state:7s} ephw {' '.join(pipe.command(step))}")
+        return 0
+    with pipe.lock():
+        statuses = pipe.run(stages)
+    print_status(statuses)
+    return 1 if any(s.status == "failed" for s in statuses) else 0

@@ -1,0 +1,209 @@
+"""``ephw reproduce DATA``: run the paper's experiment stage by stage, resumable.
+
+Every step of :func:`~ephw.reproduce.plan.build_plan` runs as the ephw command it is (so a step
+is exactly what a user would type; its ``model.pt`` meta records that command). A step whose
+``model.pt`` exists is skipped, one with a ``checkpoint.pt`` resumes, a step whose teacher is
+missing waits for a later call. Finished models of the first seed are copied into the package
+(``ephw/pretrained/<data>-<kind>.pt``) with the command, seed and data sha256 in their meta.
+Everything is written under one run directory, which the whole pipeline locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ephw.checkpoint import update_meta
+from ephw.errors import ConfigError
+from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
+from ephw.pretrained.catalog import PRETRAINED_DIR
+from ephw.reproduce.plan import STAGES, Budget, Step, build_plan
+
+#: Runs one ephw command line (``ephw.cli.main.main`` by default); returns its exit status.
+Runner = Callable[[list[str]], int]
+
+
+@dataclass
+class StepStatus:
+    """What the pipeline did with one step: ``done`` (skipped), ``ran``, ``resumed``, ``waiting``, ``failed``."""
+
+    step: Step
+    status: str
+    folder: Path
+
+
+def default_runner(argv: list[str]) -> int:
+    from ephw.cli.main import main
+
+    return main(argv)
+
+
+def data_sha256(data: str, data_root: str | None) -> str:
+    """sha256 of the dataset source: the tarball's bytes, or of ``path + sha256`` of every file of a folder."""
+    from ephw.data.sources import resolve_root
+
+    source = resolve_root(data, data_root).path
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        if source.is_file():
+            return h.hexdigest()
+        digest.update(f"{f.relative_to(source).as_posix()}\0{h.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+class Pipeline:
+    """The steps of one reproduction in ``run_dir`` (see module docstring)."""
+
+    def __init__(
+        self,
+        data: str,
+        budget: Budget | str,
+        run_dir: str | Path,
+        data_root: str | None = None,
+        runner: Runner = default_runner,
+        ship_dir: str | Path | None = PRETRAINED_DIR,
+        device: str | None = None,
+        docs_dir: str | Path = "docs/results",
+    ) -> None:
+        self.data = data
+        self.data_root = data_root
+        self.steps = build_plan(data, budget, data_root)
+        self.budget_name = budget.name if isinstance(budget, Budget) else budget
+        self.run_dir = Path(run_dir)
+        self.runner = runner
+        self.ship_dir = Path(ship_dir) if ship_dir is not None else None
+        self.device = device
+        self.docs_dir = Path(docs_dir)
+        self._sha: str | None = None
+
+    @staticmethod
+    def default_ship_dir() -> Path:
+        return PRETRAINED_DIR
+
+    def run(self, stages: Sequence[str], log: Callable[[str], None] = print) -> list[StepStatus]:
+        """Run ``stages`` in pipeline order: the training steps, then robustness, then the report."""
+        statuses = self.run_steps([s for s in stages if s not in ("robustness", "report")], log)
+        if any(s.status == "failed" for s in statuses):
+            return statuses
+        if "robustness" in stages:
+            from ephw.reproduce.robustness import run_robustness
+
+            run_robustness(self, log)
+        if "report" in stages:
+            page = self.write_report()
+            log(f"[report] wrote {page}")
+        return statuses
+
+    def write_report(self) -> Path:
+        """Regenerate the results page from the run directory (models' meta, robustness results)."""
+        from ephw.reproduce.report import write_results_page
+        from ephw.reproduce.robustness import robustness_summary
+
+        return write_results_page(self.data, self.steps, self.run_dir, self.docs_dir, robustness_summary(self))
+
+    # ------------------------------------------------------------------ steps
+    def folder(self, step: Step) -> Path:
+        return self.run_dir / step.name
+
+    def is_done(self, step: Step) -> bool:
+        return (self.folder(step) / "model.pt").is_file()
+
+    def command(self, step: Step) -> list[str]:
+        """The full ephw argv of ``step``: teacher placeholders resolved, ``--out`` and ``--device`` added."""
+        argv = [str(self.run_dir / a[1:] / "model.pt") if a.startswith("@") else a for a in step.argv]
+        argv += ["--out", str(self.folder(step))]
+        if self.device is not None:
+            argv += ["--device", self.device]
+        return argv
+
+    def run_steps(self, stages: Sequence[str], log: Callable[[str], None] = print) -> list[StepStatus]:
+        """Run (or skip, or resume) every step of ``stages``; stops at the first failure."""
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown stage {unknown[0]!r}: use one of {', '.join(STAGES)}")
+        ensure_dir(self.run_dir)
+        out: list[StepStatus] = []
+        for step in self.steps:
+            if step.stage not in stages:
+                continue
+            folder = self.folder(step)
+            if self.is_done(step):
+                out.append(StepStatus(step, "done", folder))
+                self.ship(step)
+                continue
+            missing = [n for n in step.needs if not (self.run_dir / n / "model.pt").is_file()]
+            if missing:
+                log(f"[{step.stage}] {step.name}: waiting for {', '.join(missing)}")
+                out.append(StepStatus(step, "waiting", folder))
+                continue
+            argv = self.command(step)
+            resumed = (folder / "checkpoint.pt").is_file()
+            if resumed:
+                argv.append("--resume")
+            log(f"[{step.stage}] {step.name}: ephw {shlex.join(argv)}")
+            self._record(step, "start", argv)
+            code = self.runner(argv)
+            if code != 0 or not self.is_done(step):
+                self._record(step, "failed", argv, code=code)
+                out.append(StepStatus(step, "failed", folder))
+                log(f"[{step.stage}] {step.name}: failed (exit {code}); rerun to resume it")
+                break
+            self._record(step, "finished", argv)
+            self._stamp(step, argv)
+            self.ship(step)
+            out.append(StepStatus(step, "resumed" if resumed else "ran", folder))
+        return out
+
+    def _record(self, step: Step, event: str, argv: list[str], **extra: Any) -> None:
+        row = {"step": step.name, "stage": step.stage, "event": event, "command": shlex.join(["ephw", *argv]), **extra}
+        append_line(self.run_dir / "pipeline.jsonl", json.dumps(row, sort_keys=True))
+
+    # ------------------------------------------------------------------ provenance and shipping
+    def sha(self) -> str:
+        if self._sha is None:
+            self._sha = data_sha256(self.data, self.data_root)
+        return self._sha
+
+    def _stamp(self, step: Step, argv: list[str]) -> None:
+        """Add the exact command, seed, model family and data hash to the finished model's meta."""
+        update_meta(
+            self.folder(step) / "model.pt",
+            {
+                "command": shlex.join(["ephw", *[a for a in argv if a != "--resume"]]),
+                "seed": step.seed,
+                "model": step.model,
+                "data_sha256": self.sha(),
+                "pipeline_step": step.name,
+            },
+        )
+
+    def ship(self, step: Step) -> Path | None:
+        """Copy the step's ``model.pt`` to ``<ship_dir>/<ship_as>.pt`` if it is meant to ship and differs."""
+        if self.ship_dir is None or step.ship_as is None:
+            return None
+        src = self.folder(step) / "model.pt"
+        dst = self.ship_dir / f"{step.ship_as}.pt"
+        data = src.read_bytes()
+        if not dst.is_file() or dst.read_bytes() != data:
+            atomic_write(dst, data)
+        return dst
+
+    def lock(self) -> OutputLock:
+        ensure_dir(self.run_dir)
+        return OutputLock(self.run_dir)
+
+
+def print_status(statuses: list[StepStatus], file: Any = sys.stdout) -> None:
+    for s in statuses:
+        print(f"{s.step.stage:10s} {s.step.name:24s} {s.status}", file=file)

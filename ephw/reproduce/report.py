@@ -1,0 +1,228 @@
+"""The results page of a reproduction: clean accuracies, robustness, and a verdict per claim.
+
+:func:`write_results_page` reads only what the pipeline left in the run directory (each model's
+``model.pt`` meta, the robustness results file) and writes ``<docs>/<data>.md`` plus figures, so
+``ephw reproduce DATA --stage report`` regenerates the page from committed results alone.
+
+A claim's verdict compares two models' seed means with 95 % t-intervals: ``holds`` when the
+difference has the claimed sign and the intervals do not overlap, ``does not hold`` when it has the
+other sign and they do not overlap, ``inconclusive`` when they overlap (or only one seed exists
+for both, so no interval can be formed), ``not measured`` when a number is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ephw.outputs import atomic_write
+from ephw.reproduce.plan import Step
+from ephw.stats import mean_ci
+
+#: The published CIFAR-10 numbers of lanl/AdvEP (Mansingh et al. 2024) the page is set against (%).
+PUBLISHED_CIFAR10: list[tuple[str, str, str]] = [
+    ("clean accuracy", "EP-CNN 88.5", "lanl/AdvEP, paper config, 120 epochs"),
+    ("PGD-ℓ2 ε = 0.49", "EP 45–46 vs BP 14–15", "white box"),
+    ("Square-ℓ∞ ε = 8/255", "EP 45.5–48.5 vs BP 13.5", "black box"),
+    ("AutoAttack-ℓ∞ ε = 0.0215", "EP 18 vs BP 5", "ensemble"),
+]
+
+
+@dataclass
+class Measure:
+    """A quantity over seeds: ``values`` (one per seed, in %)."""
+
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return mean_ci(self.values)[0]
+
+    @property
+    def half(self) -> float:
+        return mean_ci(self.values)[1]
+
+    def __str__(self) -> str:
+        if not self.values:
+            return "–"
+        mean, half = mean_ci(self.values)
+        n = len(self.values)
+        return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f} (n={n})"
+
+
+def verdict(a: Measure | None, b: Measure | None, claim: str = ">") -> str:
+    """Whether ``a claim b`` (``>``: a larger, ``<``: a smaller) holds, per the module docstring's rule."""
+    if a is None or b is None or not a.values or not b.values:
+        return "not measured"
+    ha, hb = (0.0 if math.isnan(m.half) else m.half for m in (a, b))
+    if len(a.values) < 2 and len(b.values) < 2:
+        return "inconclusive (one seed each: no interval)"
+    diff = a.mean - b.mean if claim == ">" else b.mean - a.mean
+    separated = abs(a.mean - b.mean) > ha + hb
+    if not separated:
+        return "inconclusive (CIs overlap)"
+    return "holds" if diff > 0 else "does not hold"
+
+
+def keeps(a: Measure | None, b: Measure | None) -> str:
+    """Whether ``a`` keeps ``b``'s level: ``does not hold`` only when ``a`` is lower with separated CIs."""
+    result = verdict(a, b, "<")
+    if result == "holds":
+        return "does not hold"
+    if result == "does not hold":
+        return "holds (higher)"
+    if result == "inconclusive (CIs overlap)":
+        return "holds (difference within the CIs)"
+    return result
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return json.loads(blob.get("meta", "{}"))
+
+
+def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per model family: its seeds' test accuracies (%), test sizes, and distillation metrics."""
+    out: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        path = run_dir / step.name / "model.pt"
+        if not path.is_file():
+            continue
+        meta = _meta(path)
+        metrics = meta.get("metrics") or {}
+        entry = out.setdefault(step.model, {"acc": [], "n": set(), "seeds": [], "extra": defaultdict(list)})
+        if metrics.get("test_accuracy") is not None:
+            entry["acc"].append(100.0 * float(metrics["test_accuracy"]))
+            entry["n"].add(metrics.get("test_n"))
+            entry["seeds"].append(step.seed)
+        for key in ("agreement", "teacher_test_accuracy"):
+            if metrics.get(key) is not None:
+                entry["extra"][key].append(100.0 * float(metrics[key]))
+        timing = metrics.get("timing") or {}
+        if timing.get("speedup") is not None:
+            entry["extra"]["speedup"].append(float(timing["speedup"]))
+    return out
+
+
+RobustLookup = Callable[[str, str], Measure | None]
+
+
+def write_results_page(
+    data: str,
+    steps: list[Step],
+    run_dir: str | Path,
+    docs_dir: str | Path,
+    robustness: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``<docs_dir>/<data>.md`` from the run directory; returns its path.
+
+    ``robustness``: ``{"rows": {(model, label): Measure}, "report": path of the robustness
+    report folder, "figures": {name: path}}`` from the robustness stage, or ``None``.
+    """
+    run_dir, docs_dir = Path(run_dir), Path(docs_dir)
+    clean = clean_accuracies(steps, run_dir)
+    rob = (robustness or {}).get("rows", {})
+    lines = [
+        f"# The seed paper on {data.upper()}: measured results",
+        "",
+        "Generated by `ephw reproduce "
+        + data
+        + " --stage report` from the committed run directory "
+        + f"`{run_dir.as_posix()}`; every number below was measured by the pipeline's commands "
+        "(each model's exact command, seed and data sha256 are in its checkpoint meta; `ephw models --json`).",
+        "",
+    ]
+    if data == "cifar10":
+        lines += [
+            "Data: the shared CIFAR-10 copy is stored as JPEG (quality ≈ 75); accuracies are comparable to "
+            "the literature only within about a point.",
+            "",
+        ]
+    lines += [
+        "## Clean test accuracy",
+        "",
+        "| model | test accuracy % (mean ± 95 % CI over seeds) | seeds | test images |",
+    ]
+    lines += ["|---|---|---|---|"]
+    for model, entry in clean.items():
+        n = ", ".join(str(x) for x in sorted(entry["n"], key=str))
+        seeds = ", ".join(str(s) for s in entry["seeds"])
+        lines.append(f"| {model} | {Measure(entry['acc'])} | {seeds} | {n} |")
+    missing = sorted({s.model for s in steps} - set(clean))
+    if missing:
+        lines += ["", "Not trained yet: " + ", ".join(missing) + "."]
+    students = {m: e for m, e in clean.items() if e["extra"].get("agreement")}
+    if students:
+        lines += ["", "| student | agreement with teacher % | teacher test accuracy % | inference speed-up vs settle |"]
+        lines += ["|---|---|---|---|"]
+        for model, e in students.items():
+            speed = Measure(e["extra"]["speedup"]) if e["extra"].get("speedup") else None
+            speed_text = f"{speed.mean:.0f}×" if speed else "–"
+            lines.append(
+                f"| {model} | {Measure(e['extra']['agreement'])} | "
+                f"{Measure(e['extra'].get('teacher_test_accuracy', []))} | {speed_text} |"
+            )
+
+    def acc(model: str) -> Measure | None:
+        return Measure(clean[model]["acc"]) if model in clean else None
+
+    def robust(model: str, label: str) -> Measure | None:
+        return rob.get((model, label))
+
+    ep, dist = "EP-CNN", "Distilled BP-CNN"
+    claims = [
+        ("(1) the Eq. 8 student keeps the EP-CNN's clean accuracy", keeps(acc(dist), acc(ep))),
+        ("(1b) Adv-CNN loses clean accuracy against the EP-CNN", verdict(acc("Adv-CNN"), acc(ep), "<")),
+    ]
+    for label in (robustness or {}).get("labels", []):
+        claims += [
+            (f"(2) EP-CNN more robust than BP-CNN — {label}", verdict(robust(ep, label), robust("BP-CNN", label))),
+            (f"(2) student more robust than BP-CNN — {label}", verdict(robust(dist, label), robust("BP-CNN", label))),
+            (
+                f"(3) Eq. 9 students less robust than the Eq. 8 student — {label}",
+                "; ".join(
+                    f"{m}: {verdict(robust(m, label), robust(dist, label), '<')}"
+                    for m in ("Distilled BP-CNN (ll)", "Distilled ResNet-18")
+                ),
+            ),
+            (
+                f"(6) students of hardware teachers as robust as the digital teacher's — {label}",
+                "; ".join(
+                    f"{m}: {verdict(robust(m, label), robust(dist, label), '<')} (holds = less robust)"
+                    for m in ("Distilled BP-CNN (PCM teacher)", "Distilled BP-CNN (Loihi-2 teacher)")
+                ),
+            ),
+        ]
+    speed = clean.get(dist, {}).get("extra", {}).get("speedup")
+    claims.append(
+        (
+            "(5) the student's inference is far cheaper than settling",
+            f"holds: {Measure(speed).mean:.0f}× faster per image (CPU, interleaved timing)"
+            if speed
+            else "not measured",
+        )
+    )
+    if not (robustness or {}).get("labels"):
+        claims.append(("(2)–(4), (6) robustness claims", "not measured: the robustness stage has not run yet"))
+    lines += ["", "## Verdicts", "", "| claim | verdict |", "|---|---|"]
+    lines += [f"| {c} | {v} |" for c, v in claims]
+    if robustness and robustness.get("markdown"):
+        lines += ["", "## Robustness", "", robustness["markdown"]]
+    if data == "cifar10":
+        lines += [
+            "",
+            "## Published CIFAR-10 numbers (lanl/AdvEP) for comparison",
+            "",
+            "| quantity | published | note |",
+        ]
+        lines += ["|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in PUBLISHED_CIFAR10]
+    page = docs_dir / f"{data}.md"
+    atomic_write(page, "\n".join(lines) + "\n")
+    return page

@@ -1,0 +1,137 @@
+"""ephw reproduce: plan, skip/resume logic, provenance in the meta, shipping, the results page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ephw.cli.main import main
+from ephw.errors import ConfigError, OutputError
+from ephw.reproduce.pipeline import Pipeline
+from ephw.reproduce.plan import BUDGETS, build_plan
+
+
+def test_plan_has_every_model_of_the_paper() -> None:
+    steps = build_plan("cifar10", "cpu")
+    models = {s.model for s in steps}
+    assert {"EP-CNN", "BP-CNN", "BP-CNN (ReLU+BN)", "Adv-CNN", "Distilled BP-CNN", "Distilled BP-CNN (ll)"} <= models
+    assert {"Distilled ResNet-18", "Distilled BP-CNN (PCM teacher)", "Distilled BP-CNN (Loihi-2 teacher)"} <= models
+    for model in models - {"EP-CNN"}:
+        assert len([s for s in steps if s.model == model]) >= 3  # >= 3 seeds of every feed-forward model
+    shipped = [s.ship_as for s in steps if s.ship_as]
+    assert len(shipped) == len(set(shipped)) == len(models)
+    assert all(s.needs == ("ep-s0",) for s in steps if s.stage == "distill")
+    ep = next(s for s in steps if s.name == "ep-s0")
+    assert ep.argv == ("train", "ep", "--data", "cifar10", "--config", "cpu-small", "--epochs", "20", "--seed", "0")
+
+
+def test_unknown_budget_and_stage() -> None:
+    with pytest.raises(ConfigError, match="unknown budget"):
+        build_plan("cifar10", "huge")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        Pipeline("cifar10", "smoke", "/tmp/x").run_steps(["training"])
+
+
+def fake_runner(calls: list[list[str]], fail: set[str] = frozenset()):
+    """Writes a minimal model.pt into --out instead of training (stage logic only)."""
+    from ephw.checkpoint import save_model
+    from ephw.model import EnergyModel, named_config
+
+    def run(argv: list[str]) -> int:
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        if out.name in fail:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "checkpoint.pt").write_bytes(b"partial")
+            return 2
+        net = EnergyModel(named_config("digits"))
+        save_model(out / "model.pt", net, {"data": "cifar10", "metrics": {"test_accuracy": 0.5, "test_n": 20}})
+        return 0
+
+    return run
+
+
+def test_skip_resume_and_wait(tmp_path: Path, tiny_tree: Path) -> None:
+    calls: list[list[str]] = []
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run", str(tiny_tree), fake_runner(calls, {"ep-s0"}), ship_dir=None)
+    statuses = pipe.run_steps(["train-ep", "distill"], log=lambda _: None)
+    assert [s.status for s in statuses] == ["failed"]  # stops at the first failure
+    calls.clear()
+    pipe.runner = fake_runner(calls)
+    statuses = pipe.run_steps(["train-ep"], log=lambda _: None)
+    assert statuses[0].status == "resumed" and calls[0][-1] == "--resume"
+    statuses = pipe.run_steps(["train-ep", "baselines", "distill"], log=lambda _: None)
+    assert statuses[0].status == "done"
+    assert all(s.status == "ran" for s in statuses[1:])
+    distill = [c for c in calls if c[0] == "distill"]
+    assert distill and all(str(tmp_path / "run" / "ep-s0" / "model.pt") in c for c in distill)
+    calls.clear()
+    assert all(s.status == "done" for s in pipe.run_steps(["train-ep", "baselines", "distill"], log=lambda _: None))
+    assert calls == []
+    rows = [json.loads(x) for x in (tmp_path / "run" / "pipeline.jsonl").read_text().splitlines()]
+    assert {r["event"] for r in rows} == {"start", "failed", "finished"}
+
+
+def test_distill_waits_for_its_teacher(tmp_path: Path, tiny_tree: Path) -> None:
+    calls: list[list[str]] = []
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run", str(tiny_tree), fake_runner(calls), ship_dir=None)
+    statuses = pipe.run_steps(["distill"], log=lambda _: None)
+    assert statuses and all(s.status == "waiting" for s in statuses) and calls == []
+
+
+def test_meta_provenance_and_shipping(tmp_path: Path, tiny_tree: Path) -> None:
+    calls: list[list[str]] = []
+    ship = tmp_path / "pretrained"
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run", str(tiny_tree), fake_runner(calls), ship_dir=ship)
+    pipe.run_steps(["train-ep"], log=lambda _: None)
+    shipped = ship / "cifar10-ep.pt"
+    blob = torch.load(shipped, weights_only=True)
+    meta = json.loads(blob["meta"])
+    assert meta["command"].startswith("ephw train ep --data cifar10") and meta["seed"] == 0
+    assert len(meta["data_sha256"]) == 64 and meta["model"] == "EP-CNN"
+    assert shipped.read_bytes() == (tmp_path / "run" / "ep-s0" / "model.pt").read_bytes()
+
+
+def test_second_pipeline_on_one_run_dir_is_refused(tmp_path: Path) -> None:
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
+    with pipe.lock():
+        with pytest.raises(OutputError, match="in use by another ephw run"):
+            Pipeline("cifar10", "smoke", tmp_path / "run").lock().acquire()
+
+
+@pytest.mark.slow
+def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every training stage really runs (tiny sizes), then the report regenerates from the run folder alone."""
+    run, docs = tmp_path / "run", tmp_path / "docs"
+    args = ["reproduce", "cifar10", "--budget", "smoke", "--data-root", str(tiny_tree), "--run-dir", str(run)]
+    args += ["--docs", str(docs), "--stage", "train-ep", "--stage", "baselines", "--stage", "report"]
+    assert main(args) == 0
+    assert (run / "ep-s0" / "model.pt").is_file() and (run / "adv-s1" / "model.pt").is_file()
+    page = (docs / "cifar10.md").read_text()
+    assert "| EP-CNN |" in page and "| BP-CNN |" in page and "Adv-CNN" in page
+    first = page
+    (docs / "cifar10.md").unlink()
+    assert (
+        main(
+            [
+                "reproduce",
+                "cifar10",
+                "--budget",
+                "smoke",
+                "--run-dir",
+                str(run),
+                "--docs",
+                str(docs),
+                "--data-root",
+                str(tiny_tree),
+                "--stage",
+                "report",
+            ]
+        )
+        == 0
+    )
+    assert (docs / "cifar10.md").read_text() == first
+    assert BUDGETS["smoke"].ff_seeds == (0, 1)
