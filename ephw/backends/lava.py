@@ -58,6 +58,8 @@ class Lava(Backend):
     name = "lava"
     description = "lava-nc processes, floating point (Loihi2SimCfg floating_pt)"
     precision = "floating_pt"
+    #: free phases only: ``train ep`` offers backends with ``nudging`` true (the default)
+    nudging = False
 
     #: ``dt`` when none is given
     default_dt = 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -66,16 +67,34 @@ def parse_backends(spec: str) -> list[str]:
     return names
 
 
-def backend_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Per-backend constructor options from ``--set`` and the backend-specific flags."""
+def backend_options(args: argparse.Namespace, used: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per-backend constructor options from ``--set`` and the backend-specific flags.
+
+    With ``used`` (the backends this command runs), an option for any other backend -- a
+    ``--set async.dt=0.5`` next to ``--backend euler``, a ``--crossbar-*`` flag without the
+    crossbar backend -- is an :class:`InputError` instead of being silently ignored.
+    """
     out = parse_options(args.options)
-    crossbar = out.setdefault("crossbar", {})
+    crossbar: dict[str, Any] = {}
     if args.crossbar_preset is not None:
         crossbar["preset"] = args.crossbar_preset
     if args.crossbar_file is not None:
         crossbar["file"] = args.crossbar_file
     if args.crossbar_set:
         crossbar["overrides"] = list(args.crossbar_set)
+    if crossbar:
+        out.setdefault("crossbar", {}).update(crossbar)
+    if used is not None:
+        unused = [name for name in out if name not in used]
+        if unused:
+            flags = [
+                *(item for item in args.options if item.partition(".")[0] in unused),
+                *(["--crossbar-* flags"] if "crossbar" in unused and crossbar else []),
+            ]
+            raise InputError(
+                f"{', '.join(flags)}: options for backend {', '.join(unused)}, which this command does not run "
+                f"(it runs {', '.join(used)})"
+            )
     return out
 
 

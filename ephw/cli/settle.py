@@ -60,7 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_settle(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backend)
-    options = backend_options(args)
+    options = backend_options(args, backends)
     net, data = load_model_and_data(args)
     rows = []
     reports = []
@@ -93,7 +93,13 @@ def run_compare(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backends)
     net, data = load_model_and_data(args)
     report, _ = compare_backends(
-        net, data, backends, steps=args.steps, tol=args.tol, batch_size=args.batch, options=backend_options(args)
+        net,
+        data,
+        backends,
+        steps=args.steps,
+        tol=args.tol,
+        batch_size=args.batch,
+        options=backend_options(args, backends),
     )
     report["class_counts"] = data.class_counts()
     if args.json:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         tol=args.tol,
         batch_size=args.batch,
-        options=backend_options(args).get(backend, {}),
+        options=backend_options(args, [backend]).get(backend, {}),
     )
     if args.plot:
         plot_sweep(report, args.plot)

@@ -12,7 +12,7 @@ from ephw.errors import InputError
 from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
 from ephw.training.train_adv import AdvTrainSettings, train_adv
 from ephw.training.train_bp import BP_ACTIVATIONS, BP_CIFAR_DEFAULTS, BPTrainSettings, train_bp
-from ephw.training.train_ep import CIFAR_DEFAULTS, EPTrainSettings, train_ep
+from ephw.training.train_ep import CIFAR_DEFAULTS, EPTrainSettings, ep_backends, train_ep
 
 _DEF = EPTrainSettings()
 
@@ -62,7 +62,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tol", type=float, default=None, help="stop phases early below this residual (default: fixed steps)"
     )
-    p.add_argument("--backend", default=None, help=f"settling backend: {', '.join(backend_names())} (default async)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        help=f"settling backend of both phases: {', '.join(ep_backends())} (default async; the lava backends "
+        "settle free phases only)",
+    )
     add_backend_option_flags(p)
     p.add_argument(
         "--augment",
@@ -197,7 +202,7 @@ def run_train_ep(args: argparse.Namespace) -> int:
         nudge_steps=pick(args.nudge_steps, "nudge_steps"),
         tol=args.tol,
         backend=pick(args.backend, "backend"),
-        backend_options=backend_options(args).get(pick(args.backend, "backend"), {}),
+        backend_options=backend_options(args, [pick(args.backend, "backend")]).get(pick(args.backend, "backend"), {}),
         augment=args.augment,
         seed=args.seed,
         eval_steps=args.eval_steps,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ephw.data import ImageSet
+from ephw.outputs import atomic_write
 from ephw.training import loop
 from ephw.training.run import RunDir
 
@@ -85,10 +86,8 @@ def fit(
 
 
 def write_metrics_json(root: str | Path, metrics: dict[str, Any]) -> Path:
-    """Write the final metrics of a run to ``root/metrics.json``."""
-    path = Path(root) / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return path
+    """Write the final metrics of a run to ``root/metrics.json`` (atomically)."""
+    return atomic_write(Path(root) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 @torch.no_grad()

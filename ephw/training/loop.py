@@ -22,7 +22,8 @@ from tqdm import tqdm
 from ephw.data import ImageSet, random_crop_flip
 from ephw.errors import ConfigError
 from ephw.model import EnergyModel
-from ephw.training.run import Position, RunDir, epoch_batches, iterate_from, seeded
+from ephw.signals import deferred
+from ephw.training.run import Position, RunDir, epoch_batches, seeded
 
 #: ``(x, y, idx, epoch, batch) -> logs``: one training step on the (augmented) batch
 #: ``x (B, C, H, W)``, ``y (B,)`` (``idx``: its indices into the training set). It must leave
@@ -38,6 +39,17 @@ def per_layer(values: tuple[float, ...], n: int, what: str) -> list[float]:
     if len(values) != n:
         raise ConfigError(f"{what} needs 1 or {n} values (one per layer), got {len(values)}")
     return [float(v) for v in values]
+
+
+def check_loop_settings(s: Any) -> None:
+    """Refuse loop settings no run can use (:class:`ConfigError`); trainers call it before writing anything."""
+    max_batches = getattr(s, "max_batches", None)
+    if s.epochs < 1 or s.batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {s.epochs} and {s.batch_size}")
+    if max_batches is not None and max_batches < 1:
+        raise ConfigError(f"max_batches must be >= 1, got {max_batches}")
+    if s.checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every must be >= 1 (batches between checkpoints), got {s.checkpoint_every}")
 
 
 def fit(
@@ -65,13 +77,16 @@ def fit(
         meta: stored in every checkpoint.
         augment: random crop (4 px) + flip, seeded by ``(seed, epoch, batch)``.
 
-    Returns the run folder; writing ``model.pt`` is left to the trainer.
+    Every row of ``metrics.jsonl`` and every checkpoint is the same whether or not the run was
+    killed and resumed, whenever it was killed: a checkpoint is written before each
+    end-of-epoch evaluation (marking it pending, so a resume runs it) and after it; a resume
+    drops the rows written after its checkpoint.
+
+    Returns the run folder (``run.last_metrics``: the last evaluation's); writing
+    ``model.pt`` is left to the trainer, which holds :func:`~ephw.training.run.run_lock`.
     """
+    check_loop_settings(s)
     max_batches = getattr(s, "max_batches", None)
-    if s.epochs < 1 or s.batch_size < 1:
-        raise ConfigError(f"epochs and batch_size must be >= 1, got {s.epochs} and {s.batch_size}")
-    if max_batches is not None and max_batches < 1:
-        raise ConfigError(f"max_batches must be >= 1, got {max_batches}")
     device = torch.device(s.device)
     model.to(device)
     lrs = per_layer(s.lrs, len(groups), f"lrs ({', '.join(name for name, _ in groups)})")
@@ -89,17 +104,23 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs * per_epoch, eta_min=s.lr_min)
     run = RunDir(s.out)
     position = Position()
+    window: list[dict[str, float]] = []  # per-batch logs of the next train row
     if s.resume:
         ckpt, position = run.load_state(s, feedforward=not isinstance(model, EnergyModel))
         model.load_state_dict(ckpt.state_dict)
         optimizer.load_state_dict(ckpt.training["optimizer"])
         scheduler.load_state_dict(ckpt.training["scheduler"])
+        window = [dict(w) for w in ckpt.training.get("window", [])]
+        run.last_metrics = dict(ckpt.training.get("last_metrics", {}))
+        run.metrics.trim_to(position)  # rows a killed run wrote after this checkpoint come again
         run.metrics.write(event="resume", epoch=position.epoch, batch=position.batch)
     elif run.checkpoint.exists():
         raise ConfigError(f"{run.checkpoint} exists: pass --resume to continue that run, or choose another --out")
+    else:
+        run.metrics.trim_to(position)  # rows of a run killed before its first checkpoint
 
     def save() -> None:
-        run.save_state(model, optimizer, scheduler, position, s, meta)
+        run.save_state(model, optimizer, scheduler, position, s, meta, window)
 
     done = position.epoch * per_epoch + position.batch
     bar = tqdm(
@@ -110,41 +131,46 @@ def fit(
         unit="batch",
         dynamic_ncols=True,
     )
-    window: list[dict[str, float]] = []
     try:
-        for epoch, b, idx, n_batches in iterate_from(position, s.epochs, batches_of):
-            x, y = train.batch(idx)
-            if augment:
-                x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            logs = step(x, y, idx, epoch, b)
-            if not math.isfinite(logs["loss"]):
-                raise ConfigError(
-                    f"training diverged (loss {logs['loss']}) at epoch {epoch + 1} batch {b + 1}; "
-                    f"the last good state is kept in {run.checkpoint} -- lower the learning rates"
-                )
-            optimizer.step()
-            scheduler.step()
-            position = Position(epoch, b + 1)
-            window.append(logs)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4g}" for k, v in logs.items()})
-            if len(window) == 20 or b + 1 == n_batches:
-                mean = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
-                lr = optimizer.param_groups[0]["lr"]
-                run.metrics.write(event="train", epoch=epoch + 1, batch=b + 1, lr=lr, **mean)
-                window.clear()
-            if (b + 1) % s.checkpoint_every == 0 and b + 1 < n_batches:
-                save()
-            if b + 1 == n_batches:
-                metrics = evaluate(model.eval())
+        for epoch in range(position.epoch, s.epochs):
+            batches = batches_of(epoch)
+            n_batches = len(batches)
+            # a checkpoint at (epoch, n_batches) has trained the epoch but not evaluated it yet
+            for b in range(position.batch if epoch == position.epoch else 0, n_batches):
+                x, y = train.batch(batches[b])
+                if augment:
+                    x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
+                x, y = x.to(device), y.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                logs = step(x, y, batches[b], epoch, b)
+                if not math.isfinite(logs["loss"]):
+                    raise ConfigError(
+                        f"training diverged (loss {logs['loss']}) at epoch {epoch + 1} batch {b + 1}; "
+                        f"the last good state is kept in {run.checkpoint} -- lower the learning rates"
+                    )
+                with deferred():  # the step, its position and its row: all or none
+                    optimizer.step()
+                    scheduler.step()
+                    position = Position(epoch, b + 1)
+                    window.append(logs)
+                    if len(window) == 20 or b + 1 == n_batches:
+                        mean = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
+                        lr = optimizer.param_groups[0]["lr"]
+                        run.metrics.write(event="train", epoch=epoch + 1, batch=b + 1, lr=lr, **mean)
+                        window.clear()
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4g}" for k, v in logs.items()})
+                if (b + 1) % s.checkpoint_every == 0 or b + 1 == n_batches:
+                    save()  # the last one: trained, evaluation pending
+            metrics = evaluate(model.eval())
+            with deferred():
                 run.metrics.write(event="epoch", epoch=epoch + 1, **metrics)
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-                bar.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
+                run.last_metrics = dict(metrics)
                 position = Position(epoch + 1, 0)
-                save()
-    except KeyboardInterrupt:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            bar.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
+            save()
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (ephw.signals.Terminated)
         save()
         bar.close()
         raise

@@ -1,8 +1,10 @@
 """Resumable training runs: the parts every trainer shares.
 
 A run lives in one folder holding ``checkpoint.pt`` (resumable state, rewritten
-atomically every ``checkpoint_every`` batches and at the end of each epoch),
-``metrics.jsonl`` (one JSON object per line) and ``model.pt`` (final weights). The
+atomically every ``checkpoint_every`` batches, before and after each end-of-epoch
+evaluation), ``metrics.jsonl`` (one JSON object per line, trimmed on resume to the rows
+the checkpoint had seen) and ``model.pt`` (final weights). The folder is locked
+(:class:`~ephw.outputs.OutputLock`) for the run's lifetime. The
 model is an EP :class:`~ephw.model.EnergyModel` (EP checkpoint format) or an
 :mod:`ephw.feedforward` model (feed-forward checkpoint format).
 Batch order and augmentation are drawn from generators seeded by
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ephw.feedforward.checkpoint import (
     save_feedforward_checkpoint,
 )
 from ephw.model import EnergyModel
-from ephw.outputs import append_line
+from ephw.outputs import OutputLock, append_line, ensure_dir, truncate_to
 
 
 def seeded(seed: int, *parts: int) -> torch.Generator:
@@ -48,12 +49,28 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
     return list(perm.split(batch_size))
 
 
-@dataclass
+@dataclass(order=True)
 class Position:
     """Where a run is: the next batch to train is ``batch`` of ``epoch`` (0-based)."""
 
     epoch: int = 0
     batch: int = 0
+
+
+def row_position(row: dict[str, Any]) -> Position | None:
+    """The position a ``metrics.jsonl`` row was written at (``None``: a row of no position).
+
+    ``train`` rows carry the 1-based epoch and the batches done in it, ``epoch`` rows the
+    1-based epoch they close, ``resume`` rows the 0-based position resumed from.
+    """
+    event = row.get("event")
+    if event == "train":
+        return Position(int(row["epoch"]) - 1, int(row["batch"]))
+    if event == "epoch":
+        return Position(int(row["epoch"]), 0)
+    if event == "resume":
+        return Position(int(row["epoch"]), int(row["batch"]))
+    return None
 
 
 class MetricsLog:
@@ -65,16 +82,32 @@ class MetricsLog:
     def write(self, **row: Any) -> None:
         append_line(self.path, json.dumps({"time": round(time.time(), 3), **row}, sort_keys=True))
 
+    def trim_to(self, position: Position) -> int:
+        """Drop the rows written after ``position`` (a run killed past its last checkpoint); returns how many."""
+
+        def keep(line: str) -> bool:
+            try:
+                where = row_position(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                return False  # not a row this log wrote
+            return where is None or where <= position
+
+        return truncate_to(self.path, keep)
+
 
 class RunDir:
-    """The files of one training run."""
+    """The files of one training run.
+
+    ``last_metrics``: the metrics of the last finished end-of-epoch evaluation (also across
+    a resume), set by the training loop.
+    """
 
     def __init__(self, out: str | Path) -> None:
-        self.root = Path(out)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = ensure_dir(out)
         self.checkpoint = self.root / "checkpoint.pt"
         self.model = self.root / "model.pt"
         self.metrics = MetricsLog(self.root / "metrics.jsonl")
+        self.last_metrics: dict[str, Any] = {}
 
     def save_state(
         self,
@@ -84,13 +117,18 @@ class RunDir:
         position: Position,
         settings: Any,
         meta: dict[str, Any],
+        window: list[dict[str, float]] | None = None,
     ) -> None:
+        """Write ``checkpoint.pt`` atomically. ``window``: the per-batch logs not yet averaged into a row."""
         training = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": position.epoch,
             "batch": position.batch,
             "settings": json.dumps(asdict(settings), sort_keys=True),
+            # added after the first CIFAR runs: a checkpoint without them means [] and {}
+            "window": [dict(w) for w in window or []],
+            "last_metrics": dict(self.last_metrics),
         }
         if isinstance(net, EnergyModel):
             save_checkpoint(self.checkpoint, Checkpoint(net.config, net.state_dict(), meta, training))
@@ -118,14 +156,11 @@ class RunDir:
         return ckpt, Position(int(ckpt.training["epoch"]), int(ckpt.training["batch"]))
 
 
-#: Settings that may change between a run and its resumption.
-RESUMABLE = {"resume", "checkpoint_every", "progress", "out", "device"}
+#: Settings that may change between a run and its resumption (``timing_*``: distill's
+#: final timing, after training).
+RESUMABLE = {"resume", "checkpoint_every", "progress", "out", "device", "timing_batch", "timing_repeats"}
 
 
-def iterate_from(position: Position, epochs: int, batches_of: Any) -> Iterator[tuple[int, int, torch.Tensor, int]]:
-    """Yield ``(epoch, batch, indices, n_batches)`` starting at ``position``."""
-    for epoch in range(position.epoch, epochs):
-        batches = batches_of(epoch)
-        start = position.batch if epoch == position.epoch else 0
-        for b in range(start, len(batches)):
-            yield epoch, b, batches[b], len(batches)
+def run_lock(out: str | Path) -> OutputLock:
+    """The lock of run folder ``out`` (created if missing); ``with run_lock(s.out):`` around a whole run."""
+    return OutputLock(ensure_dir(out))

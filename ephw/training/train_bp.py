@@ -21,6 +21,8 @@ from ephw.errors import ConfigError
 from ephw.feedforward import CNNSpec, EPTopologyCNN, save_feedforward
 from ephw.model import ACTIVATIONS, named_config
 from ephw.training.feedforward_loop import SGDSettings, fit, predict, write_metrics_json
+from ephw.training.loop import check_loop_settings
+from ephw.training.run import run_lock
 
 #: ``--activation`` values: the EP hard sigmoids (``ACTIVATIONS``) or ``relu-bn``.
 BP_ACTIVATIONS = (*ACTIVATIONS, "relu-bn")
@@ -77,6 +79,14 @@ def train_classifier(
     Writes ``checkpoint.pt``, ``metrics.jsonl``, ``model.pt`` (feed-forward checkpoint) and
     ``metrics.json`` into ``s.out``.
     """
+    check_loop_settings(s)
+    with run_lock(s.out):
+        return _train_classifier(s, trainer, perturb, extra_meta)
+
+
+def _train_classifier(
+    s: BPTrainSettings, trainer: str = "bp", perturb: Perturb | None = None, extra_meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     train = load_dataset(s.data, "train", s.data_root)
     test = load_dataset(s.data, "test", s.data_root)
     if s.test_n is not None:

@@ -10,13 +10,15 @@ import torch
 from torch import Tensor
 
 from ephw.backends import get_backend
+from ephw.backends.registry import BACKENDS
 from ephw.checkpoint import save_model
 from ephw.data import dataset_stats, load_dataset
 from ephw.errors import ConfigError
 from ephw.inference import settle_dataset
 from ephw.model import EnergyModel, named_config
 from ephw.training.ep import ep_step
-from ephw.training.loop import fit
+from ephw.training.loop import check_loop_settings, fit
+from ephw.training.run import run_lock
 
 
 @dataclass
@@ -73,6 +75,12 @@ CIFAR_DEFAULTS = dict(
 )
 
 
+def ep_backends() -> list[str]:
+    """The registered backends that settle nudged phases (``beta != 0``): a backend class with
+    ``nudging = False`` (the lava backends, for now) settles free phases only."""
+    return [name for name, cls in BACKENDS.items() if getattr(cls, "nudging", True)]
+
+
 def build_model(s: EPTrainSettings, classes: int) -> EnergyModel:
     mean, std = dataset_stats(s.data)
     extra = {} if s.init_scale is None else {"init_scale": s.init_scale}
@@ -83,8 +91,30 @@ def build_model(s: EPTrainSettings, classes: int) -> EnergyModel:
     return EnergyModel(cfg)
 
 
+def check_settings(s: EPTrainSettings) -> None:
+    """Refuse settings no EP run can use (before anything is loaded or written)."""
+    if not s.beta > 0 or s.beta != s.beta:
+        raise ConfigError(f"beta must be > 0 (EP nudges at +beta and -beta), got {s.beta}")
+    if s.free_steps < 1 or s.nudge_steps < 1 or s.eval_steps < 1:
+        raise ConfigError(
+            f"free_steps, nudge_steps and eval_steps must be >= 1, got {s.free_steps}, {s.nudge_steps}, {s.eval_steps}"
+        )
+    check_loop_settings(s)
+    if s.backend in BACKENDS and s.backend not in ep_backends():
+        raise ConfigError(
+            f"backend {s.backend!r} settles free phases only, not EP's nudged phases; "
+            f"EP training backends: {', '.join(ep_backends())}"
+        )
+
+
 def train_ep(s: EPTrainSettings) -> dict[str, Any]:
-    """Run (or resume) EP training; returns the final metrics. Writes into ``s.out``."""
+    """Run (or resume) EP training; returns the final metrics. Writes into ``s.out`` (locked meanwhile)."""
+    check_settings(s)
+    with run_lock(s.out):
+        return _train_ep(s)
+
+
+def _train_ep(s: EPTrainSettings) -> dict[str, Any]:
     train = load_dataset(s.data, "train", s.data_root)
     test = load_dataset(s.data, "test", s.data_root)
     net = build_model(s, len(train.classes))
@@ -109,23 +139,19 @@ def train_ep(s: EPTrainSettings) -> dict[str, Any]:
             acc = float((ep.free.predictions == y).float().mean())
         return {"loss": loss, "accuracy": acc, "free_steps": float(ep.free.steps)}
 
-    last: dict[str, Any] = {}
-
     def evaluate(model: EnergyModel) -> dict[str, Any]:
         t0 = time.perf_counter()
         ev = settle_dataset(model, test, backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
-        last.clear()
-        last.update(
-            test_accuracy=ev.accuracy,
-            test_n=ev.n,
-            test_converged_fraction=ev.summary()["converged_fraction"],
-            eval_seconds=round(time.perf_counter() - t0, 2),
-        )
-        return last
+        return {
+            "test_accuracy": ev.accuracy,
+            "test_n": ev.n,
+            "test_converged_fraction": ev.summary()["converged_fraction"],
+            "eval_seconds": round(time.perf_counter() - t0, 2),
+        }
 
     groups = [(f"layer {j}", m.parameters()) for j, m in enumerate(net.synapses)]
     run = fit(net, groups, s, train, step, evaluate, meta, augment=augment)
-    last = {"epoch": s.epochs, **last}
+    last = {"epoch": s.epochs, **run.last_metrics}
     meta["metrics"] = last
     save_model(run.model, net, meta)
     return last

@@ -1,0 +1,46 @@
+"""SIGTERM handled like Ctrl-C, and critical sections no signal interrupts.
+
+:func:`install` (called by the ``ephw`` command) makes SIGTERM raise :class:`Terminated`, a
+:class:`KeyboardInterrupt`, in the main thread: whatever shuts down cleanly on Ctrl-C (a
+training run checkpoints, lava stops its processes, locks are released) does so on SIGTERM
+too, and the command exits with status 143 instead of dying mid-write.
+
+:func:`deferred` blocks SIGINT and SIGTERM for a few statements that must happen together
+(an optimiser step and the position that records it); a signal arriving meanwhile is
+delivered when the block ends.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+#: Signals that end an ephw command cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM (handled wherever Ctrl-C is)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
+def install() -> None:
+    """SIGTERM raises :class:`Terminated` (main thread only; elsewhere this does nothing)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block has run (then they take effect)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
