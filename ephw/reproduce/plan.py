@@ -28,6 +28,7 @@ class Budget:
         ep_args: extra ``train ep`` arguments (step counts for ``smoke``).
         ff_epochs, ff_seeds: epochs and seeds of every feed-forward model (BP, Adv, students).
         adv_pgd_steps, adv_eps: PGD-ℓ2 iterations and radius of Adv-CNN training (paper: 200, 0.5).
+        adv_epochs: Adv-CNN epochs (``None``: ``ff_epochs``); each costs ``adv_pgd_steps + 1`` BP epochs.
         resnet_width: first-stage width of the ResNet-18 student (64 = standard).
         distill_args: extra ``distill`` arguments (``--cache-teacher`` settles the training set once).
         lava_train_n: training images the ``lava-fixed`` teacher settles (``None``: all).
@@ -42,6 +43,7 @@ class Budget:
     ff_seeds: tuple[int, ...]
     adv_pgd_steps: int
     adv_eps: float = 0.5
+    adv_epochs: int | None = None
     resnet_width: int = 64
     ep_args: tuple[str, ...] = ()
     distill_args: tuple[str, ...] = ()
@@ -59,7 +61,8 @@ BUDGETS: dict[str, Budget] = {
         ep_seeds=(0,),
         ff_epochs=20,
         ff_seeds=(0, 1, 2),
-        adv_pgd_steps=7,
+        adv_pgd_steps=5,
+        adv_epochs=10,
         resnet_width=16,
         distill_args=("--cache-teacher",),
         lava_train_n=5000,
@@ -139,7 +142,6 @@ def build_plan(data: str, budget: Budget | str, data_root: str | None = None) ->
         argv = ("train", "ep", *common, "--config", b.config, "--epochs", str(b.ep_epochs), "--seed", str(seed))
         steps.append(Step("train-ep", f"ep-s{seed}", argv + b.ep_args, "EP-CNN", seed, ship("ep", seed, b.ep_seeds)))
 
-    ff = ("--config", b.config, "--epochs", str(b.ff_epochs), *b.ff_args)
     baselines = [
         ("bp", "BP-CNN", ("train", "bp", "--activation", "laborieux")),
         ("bp-relu", "BP-CNN (ReLU+BN)", ("train", "bp", "--activation", "relu-bn")),
@@ -150,8 +152,9 @@ def build_plan(data: str, budget: Budget | str, data_root: str | None = None) ->
         ),
     ]
     for kind, model, head in baselines:
+        epochs = b.adv_epochs if kind == "adv" and b.adv_epochs else b.ff_epochs
         for seed in b.ff_seeds:
-            argv = (*head, *common, *ff, "--seed", str(seed))
+            argv = (*head, *common, "--config", b.config, "--epochs", str(epochs), *b.ff_args, "--seed", str(seed))
             steps.append(Step("baselines", f"{kind}-s{seed}", argv, model, seed, ship(kind, seed, b.ff_seeds)))
 
     teacher = f"ep-s{b.ep_seeds[0]}"

@@ -135,3 +135,32 @@ def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest
     )
     assert (docs / "cifar10.md").read_text() == first
     assert BUDGETS["smoke"].ff_seeds == (0, 1)
+
+
+@pytest.mark.slow
+def test_cifar100_runs_unchanged(tmp_path: Path) -> None:
+    """The same pipeline on a (synthetic) standard cifar-100-python folder: --data cifar100 --data-root DIR."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "data" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"class{k:03d}".encode() for k in range(100)]
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": names, b"coarse_label_names": names[:20]}, f, protocol=2)
+    for split, n in (("train", 200), ("test", 100)):
+        labels = [k % 100 for k in range(n)]
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": labels,
+            b"coarse_labels": [0] * n,
+        }
+        with open(folder / split, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    run = tmp_path / "run"
+    args = ["reproduce", "cifar100", "--budget", "smoke", "--data-root", str(tmp_path / "data"), "--run-dir", str(run)]
+    assert main([*args, "--stage", "train-ep", "--docs", str(tmp_path / "docs")]) == 0
+    meta = json.loads(torch.load(run / "ep-s0" / "model.pt", weights_only=True)["meta"])
+    assert meta["data"] == "cifar100" and meta["command"].startswith("ephw train ep --data cifar100 --data-root")
