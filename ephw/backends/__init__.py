@@ -3,7 +3,8 @@
 ``BACKENDS`` maps names to classes; each backend lives in its own module.
 """
 
-from ephw.backends.asynchronous import Async
+from ephw.backends.anderson import Anderson
+from ephw.backends.asynchronous import SOR, Async
 from ephw.backends.base import Backend, IterativeBackend, SettleResult
 from ephw.backends.crossbar import Crossbar
 from ephw.backends.euler import Euler
@@ -13,11 +14,14 @@ from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL, settle
 
 register(Euler)
 register(Async)
+register(SOR)
+register(Anderson)
 register(Crossbar)
 register(Lava)
 register(LavaFixed)
 
 __all__ = [
+    "Anderson",
     "BACKENDS",
     "DEFAULT_STEPS",
     "DEFAULT_TOL",
@@ -28,6 +32,7 @@ __all__ = [
     "IterativeBackend",
     "Lava",
     "LavaFixed",
+    "SOR",
     "SettleResult",
     "backend_names",
     "get_backend",

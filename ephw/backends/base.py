@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -62,6 +62,30 @@ class SettleResult:
     @property
     def converged_fraction(self) -> float | None:
         return None if self.converged is None else float(self.converged.float().mean())
+
+
+class Carry(Protocol):
+    """Per-settle data a backend keeps between steps; batch-first, so frozen samples can leave."""
+
+    def select(self, keep: Tensor) -> Carry:
+        """The carry of the samples ``keep`` (bool ``(B_active,)``)."""
+        ...
+
+
+class Advance(NamedTuple):
+    """One step of the settle loop.
+
+    Attributes:
+        states: the new states (what a sample is frozen at once it has converged).
+        energy: ``(B,)`` energy of the point the step started from.
+        carry: the backend's carry for the next step (``None`` if it keeps none).
+        residual: ``(B,)`` fixed-point residual of this step; ``None``: ``max |new - old| / residual_scale``.
+    """
+
+    states: States
+    energy: Tensor
+    carry: Carry | None = None
+    residual: Tensor | None = None
 
 
 class Backend(ABC):
@@ -117,6 +141,30 @@ class IterativeBackend(Backend):
         ``ops`` evaluates the synapses' linear maps (see :meth:`synapses`).
         """
 
+    def start(
+        self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None, ops: Synapses
+    ) -> Carry | None:
+        """What the backend keeps between steps of one settle (e.g. cached forward terms); none by default."""
+        return None
+
+    def advance(
+        self,
+        net: EnergyModel,
+        x: Tensor,
+        states: States,
+        beta: float,
+        target: Tensor | None,
+        ops: Synapses,
+        carry: Carry | None,
+    ) -> Advance:
+        """One update inside the settle loop, with the backend's ``carry`` (default: :meth:`step`).
+
+        Backends that cache across steps or iterate on points other than ``states``
+        (accelerated solvers) override this; ``residual`` ``None`` means ``max |new - states|``.
+        """
+        new, energy = self.step(net, x, states, beta, target, ops)
+        return Advance(new, energy, carry)
+
     def synapses(self, net: EnergyModel) -> Synapses:
         """How this backend evaluates ``w * s`` and its transpose: exactly, by default.
 
@@ -153,25 +201,27 @@ class IterativeBackend(Backend):
             energies: list[Tensor] = []
             active = torch.arange(batch, device=x.device)
             cur, x_act, t_act = states, x, target
+            carry = self.start(net, x_act, cur, beta, t_act, ops)
             for k in range(steps):
-                new, e_old = self.step(net, x_act, cur, beta, t_act, ops)
-                r = max_abs_change(new, cur) / self.residual_scale
-                energy = energy.index_put((active,), e_old)
+                adv = self.advance(net, x_act, cur, beta, t_act, ops, carry)
+                new, carry = adv.states, adv.carry
+                r = max_abs_change(new, cur) / self.residual_scale if adv.residual is None else adv.residual
+                energy = energy.index_put((active,), adv.energy.to(energy.dtype))
                 energies.append(energy)
-                residuals.append(x.new_zeros(batch).index_put((active,), r))
+                residuals.append(x.new_zeros(batch).index_put((active,), r.to(x.dtype)))
                 done = r < tol if tol is not None else torch.zeros_like(r, dtype=torch.bool)
                 if tol is not None and self.plateau_window and k + 1 >= 2 * self.plateau_window:
                     done |= self._on_plateau(residuals, active)
                 if bool(done.any()):
                     idx = active[done]
                     for full, s in zip(states, new):
-                        full[idx] = s[done]
+                        full[idx] = s[done].to(full.dtype)
                     frozen[idx] = True
                     per_sample[idx] = k + 1
                     e_new = net.energy(
                         x_act[done], [s[done] for s in new], beta, None if t_act is None else t_act[done], ops
                     )
-                    energy = energy.index_put((idx,), e_new)
+                    energy = energy.index_put((idx,), e_new.to(energy.dtype))
                     keep = ~done
                     if not bool(keep.any()):
                         break
@@ -179,11 +229,13 @@ class IterativeBackend(Backend):
                     new = [s[keep] for s in new]
                     x_act = x_act[keep]
                     t_act = None if t_act is None else t_act[keep]
+                    carry = None if carry is None else carry.select(keep)
                 cur = new
             else:
                 for full, s in zip(states, cur):
-                    full[active] = s
-                energy = energy.index_put((active,), net.energy(x_act, cur, beta, t_act, ops))
+                    full[active] = s.to(full.dtype)
+                e_end = net.energy(x_act, cur, beta, t_act, ops)
+                energy = energy.index_put((active,), e_end.to(energy.dtype))
             energies.append(energy)
             logits = net.logits(states, ops)
         res = torch.stack(residuals) if residuals else x.new_zeros((0, batch))

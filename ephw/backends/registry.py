@@ -22,8 +22,16 @@ def backend_names() -> list[str]:
     return list(BACKENDS)
 
 
-def get_backend(backend: str | Backend, **options: Any) -> Backend:
-    """A backend instance from a registered name (options go to its constructor) or an instance."""
+def get_backend(backend: str | Backend, dtype: str | None = None, **options: Any) -> Backend:
+    """A backend instance from a registered name (options go to its constructor) or an instance.
+
+    ``dtype="bfloat16"|"float16"`` wraps it in :class:`~ephw.backends.precision.MixedPrecision`
+    (iterate in low precision, polish in the model's); ``None``/``"float32"``/``"float64"``: as is.
+    """
+    if dtype not in (None, "float32", "float64"):
+        from ephw.backends.precision import MixedPrecision  # imports this module
+
+        return MixedPrecision(get_backend(backend, **options), dtype)
     if isinstance(backend, Backend):
         if options:
             raise BackendError(f"options {sorted(options)} given together with a ready {backend.name!r} backend")
