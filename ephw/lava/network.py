@@ -9,7 +9,6 @@ external pipes.
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 from ephw.errors import BackendError
 from ephw.lava import compat
 from ephw.lava.fixed_point import FixedPointFormat, damping_shift, gain_shift, quantize_weights, to_fixed
+from ephw.lava.lifetime import children_die_with_parent
 from ephw.model import EnergyModel
 
 PRECISIONS = ("floating_pt", "fixed_pt")
@@ -219,15 +219,10 @@ class LavaNetwork:
     def _start(self) -> None:
         from lava.magma.core.run_configs import Loihi2SimCfg
 
-        # lava forks its processes here; while forking, SIGINT is ignored so that the children
-        # inherit "ignore": Ctrl-C then reaches only this process, which tears the network down.
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
+        # lava forks its processes here: they ignore SIGINT/SIGTERM (this process tears the
+        # network down) and die with this process if it is killed (ephw.lava.lifetime)
+        with children_die_with_parent():
             self.monitor.create_runtime(run_cfg=Loihi2SimCfg(select_tag=self.precision))
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
         self._started = True
         smm = getattr(self.monitor.runtime._messaging_infrastructure, "smm", None)
         server = getattr(smm, "_process", None)  # lava's shared-memory manager process
