@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ephw.crossbar import pcm, seeds, tiling
+from ephw.crossbar import pcm, rram, seeds, tiling
 from ephw.crossbar.converters import convert, convert_, quantize
 from ephw.crossbar.irdrop import pair_attenuation
 from ephw.crossbar.params import Converter, CrossbarParams
@@ -88,6 +89,9 @@ class CrossbarArray:
         self._external: torch.Generator | None = None
         self._read_gen = seeds.generator(seeds.derive_seed(params.read_seed, layer, seeds.READ), self.device)
         self._state: _ReadState | None = None
+        self._frozen: tuple[_ReadState, _ReadState] | None = None  # (noise-free state, its frozen draw)
+        self._ar: Tensor | None = None  # standardised AR(1) read-noise state per cell, (n_tr, n_tc, R, C)
+        self._calibrated: dict[str, Tensor] = {}  # ADC full scales from calibrate(), per direction
 
     # ------------------------------------------------------------------ programming
 
@@ -161,6 +165,8 @@ class CrossbarArray:
         if noise.enabled:
             if noise.kind == "gaussian":
                 sigma = noise.rel * g.abs() + noise.abs_uS
+            elif noise.kind == "rram_wan2022":
+                sigma = rram.programming_sigma(g, cr.g_max)
             else:
                 sigma = pcm.programming_sigma(g, cr.g_max)
             g = (g + sigma * _randn(g.shape, gens[seeds.PROGRAMMING], g)).clamp(min=0.0)
@@ -173,11 +179,14 @@ class CrossbarArray:
             g = g.masked_fill(at_min, cr.g_min).masked_fill(at_max, cr.g_max)
             stuck = at_min.to(torch.int8) * STUCK_GMIN + at_max.to(torch.int8) * STUCK_GMAX
 
-        nu = None
-        if p.drift.enabled:
+        nu = relax = None
+        if p.drift.enabled and p.drift.model == "pcm":
             nu = pcm.draw_drift_nu(g_aimed, cr.g_max, gens[seeds.DRIFT])
             nu = nu.masked_fill(stuck != NOT_STUCK, 0.0)  # a stuck device does not drift
             nu = nu * valid
+        elif p.drift.enabled:
+            # RRAM relaxation: one persistent standard-normal draw per device, scaled by σ_relax(t)
+            relax = _randn(g.shape, gens[seeds.DRIFT], g).masked_fill(stuck != NOT_STUCK, 0.0) * valid
 
         # Padding cells are unused: open circuits that carry no current and no noise.
         self._valid = valid
@@ -186,7 +195,11 @@ class CrossbarArray:
         self._g = g * valid
         self._stuck = stuck * valid
         self._nu = nu
+        self._relax = relax
+        self._aimed = g_aimed * valid
         self._state = None
+        self._frozen = None
+        self._ar = None
 
     def _programming_generators(self) -> dict[int, torch.Generator]:
         if self._external is not None:
@@ -208,11 +221,19 @@ class CrossbarArray:
             raise InputError(f"read time must be > 0 s, got {t}")
         return t
 
+    def _drifts_at(self, t: float) -> bool:
+        """Whether the conductances at ``t`` differ from the programmed ones."""
+        if self._relax is not None:
+            return t > 1.0  # the fitted relaxation starts after the 1 s programming read
+        return self._nu is not None and t > self.params.drift.t0_seconds
+
     def _drifted(self, t: float) -> Tensor:
-        d = self.params.drift
-        if self._nu is None or t <= d.t0_seconds:
+        if not self._drifts_at(t):
             return self._g
-        return self._g * (t / d.t0_seconds) ** (-self._nu)
+        if self._relax is not None:
+            sigma = rram.relaxation_sigma(self._aimed, self.params.conductance.g_max, t)
+            return (self._g + sigma * self._relax).clamp(min=0.0)
+        return self._g * (t / self.params.drift.t0_seconds) ** (-self._nu)
 
     @torch.no_grad()
     def _read_state(self, t: float | None) -> _ReadState:
@@ -222,7 +243,7 @@ class CrossbarArray:
         p = self.params
         g = self._drifted(t)
         dg, var = self._through_wires(g, self._noise_variance(g, t))
-        if p.drift.compensation and self._nu is not None and t > p.drift.t0_seconds:
+        if p.drift.compensation and self._drifts_at(t):
             dg0, _ = self._through_wires(self._g, None)
             drifted = dg.abs().sum(dim=(-2, -1), keepdim=True)
             alpha = torch.where(drifted > 0, dg0.abs().sum(dim=(-2, -1), keepdim=True) / drifted, 1.0)
@@ -278,7 +299,7 @@ class CrossbarArray:
             differentiable in ``x``; with a per-tile ADC it is computed without autograd.
         """
         x, out_dtype = self._check_input(x, self.in_features, "x")
-        st = self._read_state(t)
+        st = self._state_for_read(t)
         dac, adc = self.params.dac_forward, self.params.adc_forward
         R = self.params.mapping.tile_rows
         if adc.ideal:
@@ -308,7 +329,7 @@ class CrossbarArray:
             conditions as :meth:`read` (and, in ``"column"`` mode, an ideal DAC).
         """
         v, out_dtype = self._check_input(v, self.out_features, "v")
-        st = self._read_state(t)
+        st = self._state_for_read(t)
         p = self.params
         dac, adc = p.dac_transposed, p.adc_transposed
         C = p.mapping.tile_cols
@@ -327,22 +348,113 @@ class CrossbarArray:
         With ideal DAC and ADC a read is exactly ``x @ W_effᵀ + sqrt(x² @ V_effᵀ) ξ``
         (transposed: ``v @ W_eff + sqrt(v² @ V_eff) ξ``) with ``ξ`` from :meth:`read_noise`,
         so a caller may evaluate it with any equivalent linear operator (e.g. a convolution
-        instead of im2col + matmul). ``V_eff`` is ``None`` without read noise.
+        instead of im2col + matmul). ``V_eff`` is ``None`` without read noise, and with
+        ``frozen`` or ``correlated`` read noise, whose draw is then already in ``W_eff``: the
+        call counts as one read (a correlated process advances by one).
         """
         p = self.params
         dac, adc = (p.dac_transposed, p.adc_transposed) if transposed else (p.dac_forward, p.adc_forward)
         if not (dac.ideal and adc.ideal):
             return None
-        st = self._read_state(t)
+        st = self._state_for_read(t)
         return st.w_eff, st.v_eff
+
+    @torch.no_grad()
+    def _state_for_read(self, t: float | None) -> _ReadState:
+        """The state one read sees: with ``frozen``/``correlated`` read noise its draw is in the weights.
+
+        ``per_read`` returns the noise-free state (the noise is drawn output-referred per read).
+        ``frozen``: one standard-normal draw per cell, seeded by ``(read_seed, layer, programming
+        index, t)``, so every read at ``t`` is the same and another ``t`` gives another draw.
+        ``correlated``: the AR(1) state advances by one per call.
+        """
+        st = self._read_state(t)
+        rn = self.params.read_noise
+        if st.var is None or rn.time_structure == "per_read":
+            return st
+        if rn.time_structure == "frozen":
+            if self._frozen is None or self._frozen[0] is not st:
+                t_bits = struct.unpack("<q", struct.pack("<d", st.t))[0] & (2**63 - 1)
+                key = seeds.derive_seed(self.params.read_seed, self.layer, seeds.READ, self.program_count, t_bits)
+                z = _randn(st.dg.shape, seeds.generator(key, self.device), st.dg)
+                self._frozen = (st, self._with_draw(st, z))
+            return self._frozen[1]
+        xi = torch.randn(st.dg.shape, generator=self._read_gen, device=self.device, dtype=self.dtype)
+        if self._ar is None:
+            self._ar = xi  # stationary start: z_0 ~ N(0, 1)
+        else:
+            rho = rn.rho
+            self._ar = self._ar.mul_(rho).add_(xi, alpha=math.sqrt(1.0 - rho * rho))
+        return self._with_draw(st, self._ar)
+
+    def _with_draw(self, st: _ReadState, z: Tensor) -> _ReadState:
+        """``st`` with the read noise ``sqrt(var)·z`` (``z`` per cell, standard normal) in its conductances.
+
+        The pair difference of two independent device noises is Gaussian with the pair's summed
+        variance, so one draw per cell has exactly the distribution of one per device.
+        """
+        dg = st.dg + st.var.sqrt() * z
+        m = self._m.unsqueeze(-2)
+        w_eff = tiling.from_tiles(dg * m, self.out_features, self.in_features)
+        return _ReadState(t=st.t, dg=dg, var=None, w_eff=w_eff, v_eff=None)
 
     def read_noise(self, shape: torch.Size | tuple[int, ...]) -> Tensor:
         """Standard-normal draws ``ξ`` from this array's read stream (for :meth:`linear_read`)."""
         return self._randn(torch.Size(shape))
 
     @torch.no_grad()
-    def _read_tiles(self, x: Tensor, st: _ReadState) -> Tensor:
-        """Forward read tile by tile (a converter on every tile), ``(..., in)`` -> ``(..., out)``."""
+    def calibrate(self, x: Tensor, *, transposed: bool = False, t: float | None = None) -> Tensor:
+        """Set the range of the direction's ADCs with ``calibration`` from calibration inputs.
+
+        The inputs go through the DAC and the chip at ``t`` without read noise; every ADC's full
+        scale becomes the ``calibration_quantile`` of ``|ADC input|`` over the inputs (and, per
+        ``"tile"``, over the tile's output lines; per ``"column"``, per line). A line that never
+        carries current gets full scale 1. The calibration stays until the next ``calibrate``
+        (also across :meth:`reprogram`, as a chip calibrated once).
+
+        Args:
+            x: calibration inputs ``(..., in)`` (``(..., out)`` when ``transposed``).
+            transposed: calibrate the transposed read's ADCs instead of the forward ones.
+            t: read time (default ``params.drift.t_seconds``).
+
+        Returns:
+            The full scales in ADC units: ``(n_tr, n_tc, 1 or C)`` forward, ``(n_tr, n_tc, 1 or R)``
+            transposed.
+        """
+        p = self.params
+        adc = p.adc_transposed if transposed else p.adc_forward
+        if not adc.calibrated:
+            name = "adc_transposed" if transposed else "adc_forward"
+            raise InputError(f"{name}.calibration is none: set it to tile or column to calibrate")
+        size = self.out_features if transposed else self.in_features
+        x, _ = self._check_input(x, size, "x")
+        st = self._read_state(t)
+        n_tr, n_tc = self.tile_grid
+        if transposed:
+            u = self._read_tiles_transposed(x, st, currents=True)  # (n_tr, n_tc, n, R)
+        else:
+            u = self._read_tiles(x, st, currents=True).permute(0, 2, 1, 3)  # (n_tr, n_tc, n, C)
+        u = u.abs() if adc.signed else u.clamp(min=0)
+        per = u if adc.calibration == "column" else u.flatten(-2).unsqueeze(-1)
+        if adc.calibration_quantile >= 1.0:
+            scale = per.amax(dim=-2)
+        else:
+            scale = torch.quantile(per.transpose(-1, -2).float(), adc.calibration_quantile, dim=-1).to(per.dtype)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # (n_tr, n_tc, 1 or lines)
+        self._calibrated["transposed" if transposed else "forward"] = scale
+        return scale.clone()
+
+    def _adc_noise(self, u: Tensor, adc: Converter) -> None:
+        """Add the ADC-input noise of ``adc`` to the currents ``u`` in place (read stream)."""
+        if adc.noise > 0:
+            u.add_(self._randn(u.shape), alpha=adc.noise)
+
+    @torch.no_grad()
+    def _read_tiles(self, x: Tensor, st: _ReadState, currents: bool = False) -> Tensor:
+        """Forward read tile by tile (a converter on every tile), ``(..., in)`` -> ``(..., out)``.
+
+        ``currents``: return the noise-free ADC inputs ``(n_tr, n, n_tc, C)`` instead (calibration).
+        """
         p = self.params
         R, C = p.mapping.tile_rows, p.mapping.tile_cols
         n_tr, n_tc = self.tile_grid
@@ -353,9 +465,14 @@ class CrossbarArray:
         g, var = st.forward_layout
         code = code.transpose(0, 1)  # (n_tr, n, R)
         u = torch.bmm(code, g)  # (n_tr, n, n_tc·C): tile currents in ADC units
+        if currents:
+            return u.view(n_tr, n, n_tc, C)
         if var is not None:
             u.add_(torch.bmm(code * code, var).sqrt_().mul_(self._randn(u.shape)))
-        levels, adc_scale = convert_(u.view(n_tr, n, n_tc, C), p.adc_forward)
+        self._adc_noise(u, p.adc_forward)
+        cal = self._calibration("forward", p.adc_forward)
+        cal = None if cal is None else cal.unsqueeze(1)  # (n_tr, 1, n_tc, 1 or C)
+        levels, adc_scale = convert_(u.view(n_tr, n, n_tc, C), p.adc_forward, calibrated=cal)
         y = levels.mul_(self._m.unsqueeze(1))  # per tile (and column) weight full scale
         if isinstance(dac_scale, Tensor):
             dac_scale = dac_scale.transpose(0, 1).unsqueeze(-1)  # (n_tr, n, 1, 1)
@@ -365,9 +482,19 @@ class CrossbarArray:
         y = y.sum(dim=0).view(n, n_tc * C)[:, : self.out_features]
         return y.reshape(*lead, self.out_features)
 
+    def _calibration(self, direction: str, adc: Converter) -> Tensor | None:
+        if not adc.calibrated:
+            return None
+        if direction not in self._calibrated:
+            raise InputError(f"adc_{direction} has calibration on: call calibrate(x) on the array before reading")
+        return self._calibrated[direction]
+
     @torch.no_grad()
-    def _read_tiles_transposed(self, v: Tensor, st: _ReadState) -> Tensor:
-        """Transposed read tile by tile, ``(..., out)`` -> ``(..., in)``."""
+    def _read_tiles_transposed(self, v: Tensor, st: _ReadState, currents: bool = False) -> Tensor:
+        """Transposed read tile by tile, ``(..., out)`` -> ``(..., in)``.
+
+        ``currents``: return the noise-free ADC inputs ``(n_tr, n_tc, n, R)`` instead (calibration).
+        """
         p = self.params
         R, C = p.mapping.tile_rows, p.mapping.tile_cols
         n_tr, n_tc = self.tile_grid
@@ -383,9 +510,14 @@ class CrossbarArray:
         g, var = st.transposed_layout
         code = code.permute(1, 2, 0, 3).reshape(n_tr * n_tc, n, C)
         u = torch.bmm(code, g)  # (n_tr·n_tc, n, R)
+        if currents:
+            return u.view(n_tr, n_tc, n, R)
         if var is not None:
             u.add_(torch.bmm(code * code, var).sqrt_().mul_(self._randn(u.shape)))
-        levels, adc_scale = convert_(u.view(n_tr, n_tc, n, R), p.adc_transposed)
+        self._adc_noise(u, p.adc_transposed)
+        cal = self._calibration("transposed", p.adc_transposed)
+        cal = None if cal is None else cal.unsqueeze(2)  # (n_tr, n_tc, 1, 1 or R)
+        levels, adc_scale = convert_(u.view(n_tr, n_tc, n, R), p.adc_transposed, calibrated=cal)
         y = levels.mul_(tile_m.unsqueeze(-1))
         if isinstance(dac_scale, Tensor):
             dac_scale = dac_scale.permute(1, 2, 0, 3)  # (n_tr, n_tc, n, 1)

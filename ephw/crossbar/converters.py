@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ephw.crossbar.params import Converter
+from ephw.errors import InputError
 
 
 def convert(x: Tensor, conv: Converter, dim: int = -1) -> tuple[Tensor, Tensor | float | None]:
@@ -39,17 +40,29 @@ def convert(x: Tensor, conv: Converter, dim: int = -1) -> tuple[Tensor, Tensor |
     return code, full_scale
 
 
-def convert_(x: Tensor, conv: Converter, dim: int = -1) -> tuple[Tensor, Tensor | float | None]:
+def convert_(
+    x: Tensor, conv: Converter, dim: int = -1, calibrated: Tensor | None = None
+) -> tuple[Tensor, Tensor | float | None]:
     """In-place :func:`convert` for large tensors without autograd: ``output = x'·factor``.
 
     ``x`` is overwritten with the grid index ``k`` (an integer-valued float, ``|k| <= n``)
     when quantising, or with the clipped code otherwise; ``factor`` is ``full_scale/n``
-    (or ``full_scale``), ``None`` for an ideal converter (``x`` untouched).
+    (or ``full_scale``), ``None`` when nothing is converted (``x`` untouched: an ideal
+    converter, or one with only ``noise``, which the caller adds).
+
+    ``calibrated``: the full scale of a converter with ``calibration`` (positive, broadcastable
+    to ``x``), from :meth:`~ephw.crossbar.CrossbarArray.calibrate`.
     """
     if conv.ideal:
         return x, None
-    if conv.bound is not None:
-        full_scale: Tensor | float = conv.bound
+    if conv.calibrated:
+        if calibrated is None:
+            raise InputError("this ADC has calibration on: call calibrate(x) on the array before reading")
+        full_scale: Tensor | float = calibrated
+    elif conv.bound is not None:
+        full_scale = conv.bound
+    elif conv.bits is None:
+        return x, None  # noise only: no range, no grid
     else:
         peak = x.amax(dim=dim, keepdim=True).clamp_(min=0)
         if conv.signed:

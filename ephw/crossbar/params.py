@@ -24,7 +24,10 @@ from typing import Any, Literal, Union
 
 from ephw.errors import ConfigError
 
-ProgrammingKind = Literal["none", "gaussian", "pcm"]
+ProgrammingKind = Literal["none", "gaussian", "pcm", "rram_wan2022"]
+DriftModel = Literal["pcm", "rram_wan2022"]
+ReadNoiseTime = Literal["per_read", "frozen", "correlated"]
+Calibration = Literal["none", "tile", "column"]
 ScaleMode = Literal["tile", "column"]
 
 
@@ -78,7 +81,9 @@ class ProgrammingNoise:
         kind: ``"gaussian"`` (default): ``G = G_target + σ·N(0,1)`` with
             ``σ = rel·|G_target| + abs_uS`` (off while both are 0); ``"pcm"``: the
             Nandakumar et al. (2019) polynomial of IBM aihwkit's ``PCMLikeNoiseModel``
-            (:func:`ephw.crossbar.pcm.programming_sigma`); ``"none"``: off whatever
+            (:func:`ephw.crossbar.pcm.programming_sigma`); ``"rram_wan2022"``: the 4th-order
+            polynomial of aihwkit's ``ReRamWan2022NoiseModel`` at 1 s after programming
+            (:func:`ephw.crossbar.rram.programming_sigma`, Wan et al., Nature 2022); ``"none"``: off whatever
             ``rel``/``abs_uS`` say. Conductances are clipped at 0 µS after the draw.
         rel: relative part of σ for ``"gaussian"`` (dimensionless, default 0).
         abs_uS: absolute part of σ for ``"gaussian"``, µS (default 0 µS).
@@ -100,12 +105,18 @@ class ProgrammingNoise:
     def enabled(self) -> bool:
         if self.kind == "gaussian":
             return self.rel > 0 or self.abs_uS > 0
-        return self.kind == "pcm"
+        return self.kind != "none"
 
 
 @dataclass(frozen=True)
 class Drift:
-    """PCM conductance drift ``G(t) = G_prog·(t/t0)^(−ν)`` for ``t > t0`` (no change before ``t0``).
+    """Conductance change with the time since programming (PCM drift or RRAM relaxation).
+
+    ``model = "pcm"`` (default): ``G(t) = G_prog·(t/t0)^(−ν)`` for ``t > t0`` (no change
+    before ``t0``). ``model = "rram_wan2022"``: no power-law drift; instead a persistent
+    per-device relaxation ``G(t) = G_prog + σ_relax(G_target, t)·ξ`` whose total deviation
+    from the target follows aihwkit's ``ReRamWan2022NoiseModel`` polynomials at 1 s, 1 day
+    and 2 days (:func:`ephw.crossbar.rram.relaxation_sigma`; ``t0`` is unused).
 
     The exponent ν is drawn per device at programming time from the aihwkit PCM
     statistics (:func:`ephw.crossbar.pcm.drift_nu_mean_std`) and stored, so the same
@@ -119,44 +130,63 @@ class Drift:
     read is noise-free.
 
     Attributes:
-        enabled: draw ν and apply drift (default ``False``).
+        enabled: draw ν (or the relaxation draw) and apply drift (default ``False``).
         t_seconds: time of the read since programming, s (default 20 s = ``t0``: no drift yet).
         t0_seconds: reference time of the drift fit, s (default 20 s, aihwkit ``t_0``).
         compensation: apply the global drift compensation per tile (default ``False``).
+        model: ``"pcm"`` (default) or ``"rram_wan2022"``.
     """
 
     enabled: bool = False
     t_seconds: float = 20.0
     t0_seconds: float = 20.0
     compensation: bool = False
+    model: DriftModel = "pcm"
 
     def __post_init__(self) -> None:
         _check(_finite(self.t_seconds) and self.t_seconds > 0, f"drift.t_seconds must be > 0 s, got {self.t_seconds}")
         _check(
             _finite(self.t0_seconds) and self.t0_seconds > 0, f"drift.t0_seconds must be > 0 s, got {self.t0_seconds}"
         )
+        _check(
+            self.model in typing.get_args(DriftModel),
+            f"drift.model must be one of {', '.join(typing.get_args(DriftModel))}, got {self.model!r}",
+        )
 
 
 @dataclass(frozen=True)
 class ReadNoise:
-    """Conductance noise redrawn on every read, independent across devices and reads.
+    """Conductance noise of a read, independent across devices, with a time structure across reads.
 
     Per device the variance is the sum of the enabled independent parts
     ``additive_uS² + (proportional·G)² + (σ_1/f·G)²`` with ``G`` the (drifted)
     conductance and ``σ_1/f = Q_s(G_prog)·sqrt(ln((t + t_read)/(2 t_read)))`` the PCM
     1/f noise of aihwkit (:func:`ephw.crossbar.pcm.one_over_f_sigma`), ``t`` = ``drift.t_seconds``.
 
+    ``time_structure`` says how the noise of one device is correlated from read to read:
+
+    - ``"per_read"`` (default): white, a fresh draw on every read (drawn output-referred);
+    - ``"frozen"``: one draw per device per inference time ``t`` (aihwkit's convention): every
+      read at the same ``t`` sees the same noisy conductances, a read at another ``t`` another draw;
+    - ``"correlated"``: a stationary Gauss-Markov (discrete Ornstein-Uhlenbeck, AR(1)) process per
+      device, advanced by one on every read: ``z_k = ρ z_{k−1} + sqrt(1 − ρ²) ξ_k`` with
+      ``ρ = exp(−1/tau_reads)``, noise ``σ·z_k``.
+
     Attributes:
         additive_uS: conductance-independent σ, µS (default 0 µS).
         proportional: σ relative to ``G`` (dimensionless, default 0).
         pcm_1f: add the PCM 1/f read noise (default ``False``).
         t_read_s: read duration of the 1/f fit, s (default 250 ns, aihwkit ``t_read``).
+        time_structure: ``"per_read"``, ``"frozen"`` or ``"correlated"`` (default ``"per_read"``).
+        tau_reads: correlation time of ``"correlated"``, in reads (> 0; default 10 reads, ρ = 0.905).
     """
 
     additive_uS: float = 0.0
     proportional: float = 0.0
     pcm_1f: bool = False
     t_read_s: float = 250e-9
+    time_structure: ReadNoiseTime = "per_read"
+    tau_reads: float = 10.0
 
     def __post_init__(self) -> None:
         _check(
@@ -168,10 +198,28 @@ class ReadNoise:
             f"read_noise.proportional must be >= 0, got {self.proportional}",
         )
         _check(_finite(self.t_read_s) and self.t_read_s > 0, f"read_noise.t_read_s must be > 0 s, got {self.t_read_s}")
+        _check(
+            self.time_structure in typing.get_args(ReadNoiseTime),
+            f"read_noise.time_structure must be one of {', '.join(typing.get_args(ReadNoiseTime))}, "
+            f"got {self.time_structure!r}",
+        )
+        _check(
+            _finite(self.tau_reads) and self.tau_reads > 0,
+            f"read_noise.tau_reads must be > 0 reads, got {self.tau_reads}",
+        )
 
     @property
     def enabled(self) -> bool:
         return self.additive_uS > 0 or self.proportional > 0 or self.pcm_1f
+
+    @property
+    def rho(self) -> float:
+        """Lag-1 correlation of one device's noise between consecutive reads (1 frozen, 0 per read)."""
+        if self.time_structure == "frozen":
+            return 1.0
+        if self.time_structure == "per_read":
+            return 0.0
+        return math.exp(-1.0 / self.tau_reads)
 
 
 @dataclass(frozen=True)
@@ -242,11 +290,21 @@ class Converter:
         bound: saturation level (> 0) or ``None`` (default ``None``).
         signed: symmetric grid on ``[−bound, bound]`` (default ``True``) or ``[0, bound]``
             (negative values clip to 0).
+        noise: ADCs only: σ of a Gaussian noise added to the ADC input on every conversion
+            (sense-amplifier / integrator noise), in ADC units (default 0: none).
+        calibration: ADCs only: ``"none"`` (default), or set the range from calibration inputs
+            (:meth:`ephw.crossbar.CrossbarArray.calibrate`) per ``"tile"`` or per ``"column"``
+            (per output line of a tile) instead of ``bound``; ``bound`` must then be unset.
+        calibration_quantile: the range is this quantile of ``|ADC input|`` over the calibration
+            inputs (default 1.0: the largest value; < 1 clips the rare outliers and gains resolution).
     """
 
     bits: int | None = None
     bound: float | None = None
     signed: bool = True
+    noise: float = 0.0
+    calibration: Calibration = "none"
+    calibration_quantile: float = 1.0
 
     def __post_init__(self) -> None:
         lo = 2 if self.signed else 1
@@ -258,10 +316,28 @@ class Converter:
             self.bound is None or (_finite(self.bound) and self.bound > 0),
             f"converter bound must be none or > 0, got {self.bound}",
         )
+        _check(_finite(self.noise) and self.noise >= 0, f"converter noise must be >= 0 (ADC units), got {self.noise}")
+        _check(
+            self.calibration in typing.get_args(Calibration),
+            f"converter calibration must be one of {', '.join(typing.get_args(Calibration))}, got {self.calibration!r}",
+        )
+        _check(
+            self.calibration == "none" or self.bound is None,
+            "converter bound must be none with calibration (the calibrated range replaces it)",
+        )
+        _check(
+            _finite(self.calibration_quantile) and 0 < self.calibration_quantile <= 1,
+            f"converter calibration_quantile must be in (0, 1], got {self.calibration_quantile}",
+        )
 
     @property
     def ideal(self) -> bool:
-        return self.bits is None and self.bound is None
+        return self.bits is None and self.bound is None and self.noise == 0 and self.calibration == "none"
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the range comes from :meth:`~ephw.crossbar.CrossbarArray.calibrate`."""
+        return self.calibration != "none"
 
     @property
     def n_steps(self) -> int | None:
@@ -350,6 +426,12 @@ class CrossbarParams:
     def __post_init__(self) -> None:
         for name, cls in _group_types().items():
             _check(isinstance(getattr(self, name), cls), f"{name} must be a {cls.__name__}")
+        for name in ("dac_forward", "dac_transposed"):
+            conv = getattr(self, name)
+            _check(
+                conv.noise == 0 and conv.calibration == "none",
+                f"{name}: noise and calibration are ADC options (the DAC range is the input's)",
+            )
         for name in ("chip_seed", "read_seed"):
             value = getattr(self, name)
             _check(
@@ -416,7 +498,7 @@ class CrossbarParams:
         if self.drift.enabled:
             parts.append(f"drift@{self.drift.t_seconds:g}s" + (" compensated" if self.drift.compensation else ""))
         if self.read_noise.enabled:
-            parts.append("read noise")
+            parts.append(f"read noise ({self.read_noise.time_structure})")
         if self.ir_drop.enabled:
             parts.append("IR drop")
         for name in ("dac_forward", "adc_forward", "dac_transposed", "adc_transposed"):

@@ -73,3 +73,40 @@ def test_array_adc_levels_and_saturation(transposed: bool) -> None:
         y = chip.read(3 * torch.randn(500, 10, generator=g, dtype=torch.float64))
     assert torch.unique(y).numel() <= 2**4
     assert float(y.max()) == pytest.approx(2 * m, rel=1e-12) and float(y.min()) == pytest.approx(-2 * m, rel=1e-12)
+
+
+def test_adc_input_noise_has_the_configured_std() -> None:
+    from crossbar_weights import bounded_weights
+
+    from ephw.crossbar import CrossbarArray
+
+    W = bounded_weights(30, 64)
+    chip = CrossbarArray.program(W, load_params(overrides=["adc_forward.noise=0.02", "mapping.tile_rows=64"]))
+    x = torch.rand(1, 64, dtype=torch.float64).expand(20_000, -1)
+    y = chip.read(x)
+    # one tile: the ADC noise in weight units is σ·max|w| = 0.02·1
+    assert float(y.std(0).mean()) == pytest.approx(0.02, rel=0.03)
+    assert torch.allclose(y.mean(0), (x @ W.T)[0], atol=5 * 0.02 / 20_000**0.5)
+
+
+@pytest.mark.parametrize("mode", ["tile", "column"])
+def test_adc_range_calibration_from_inputs(mode: str) -> None:
+    from crossbar_weights import bounded_weights
+
+    from ephw.crossbar import CrossbarArray
+    from ephw.errors import InputError
+
+    W = bounded_weights(40, 96)
+    over = [f"adc_forward.calibration={mode}", "adc_forward.bits=8", "mapping.tile_rows=32", "mapping.tile_cols=16"]
+    chip = CrossbarArray.program(W, load_params(overrides=over))
+    x = torch.rand(64, 96, dtype=torch.float64)
+    with pytest.raises(InputError, match="calibrate"):
+        chip.read(x)
+    scale = chip.calibrate(x)
+    assert scale.shape == (3, 3, 1 if mode == "tile" else 16)
+    y = chip.read(x)
+    # calibrated on these inputs: nothing saturates, the error is the 8-bit rounding only
+    step = float(scale.max()) / 127
+    assert float((y - x @ W.T).abs().max()) <= 3 * step * 1.0 + 1e-12
+    # a dynamic 8-bit ADC without calibration is no better on this batch than the calibrated one
+    assert float((y - x @ W.T).abs().mean()) < 0.05

@@ -115,7 +115,7 @@ def test_presets_hold_the_documented_numbers() -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ConfigError) as exc:
         load_params("memristor")
-    assert "ideal, rram, pcm" in _one_line(exc)
+    assert "ideal, rram-illustrative, pcm, rram-wan2022 (deprecated: rram)" in _one_line(exc)
 
 
 def test_toml_file_then_overrides(tmp_path) -> None:
