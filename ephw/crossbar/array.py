@@ -550,6 +550,20 @@ class CrossbarArray:
         """
         return self._read_state(t).w_eff.clone()
 
+    @torch.no_grad()
+    def sampled_weights(self, t: float | None = None) -> Tensor:
+        """The weights ``(out, in)`` one read at ``t`` sees: :meth:`effective_weights` plus one read-noise draw.
+
+        With ``frozen`` noise it is the draw of ``t`` (every read at ``t`` sees it); with
+        ``correlated`` noise the process advances by one read; with ``per_read`` noise one
+        fresh per-device draw (a read itself draws it output-referred). Converters are not
+        included. Used by noise-aware training to draw weights from a device model.
+        """
+        st = self._state_for_read(t)
+        if st.v_eff is None:
+            return st.w_eff.clone()
+        return st.w_eff + st.v_eff.sqrt() * self._randn(st.w_eff.shape)
+
     def conductances(self, t: float | None = None) -> tuple[Tensor, Tensor]:
         """``(G⁺, G⁻)``, each ``(out, in)`` in µS: programmed and drifted to ``t``, no IR drop, no read noise."""
         g = self._drifted(self._time(t))

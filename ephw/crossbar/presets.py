@@ -102,9 +102,8 @@ def get_preset(name: str) -> CrossbarParams:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown crossbar preset {name!r}; valid: {', '.join(PRESETS)} (deprecated: {', '.join(DEPRECATED_ALIASES)})"
-        ) from None
+        valid, old = ", ".join(PRESETS), ", ".join(DEPRECATED_ALIASES)
+        raise ConfigError(f"unknown crossbar preset {name!r}; valid: {valid} (deprecated: {old})") from None
 
 
 def read_params_file(file: str | Path) -> dict:
