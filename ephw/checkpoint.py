@@ -130,6 +130,14 @@ def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, 
         raise CheckpointError(f"{path} is not an {kind}: its format is {found!r}, expected {fmt!r}")
     if blob.get("version") != version:
         raise CheckpointError(f"{path} has checkpoint version {blob.get('version')!r}; this ephw reads {version}")
+    state = blob.get("state_dict")
+    if isinstance(state, dict):
+        bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise CheckpointError(
+                f"{path} holds non-finite (NaN or infinite) weights in {', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}: a diverged or damaged run, use an earlier checkpoint"
+            )
     return blob
 
 

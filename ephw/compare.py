@@ -38,6 +38,7 @@ def compare_backends(
     batch_size: int = 256,
     options: dict[str, dict[str, Any]] | None = None,
     differ_above: float = 1e-4,
+    progress: bool | None = False,
 ) -> tuple[dict[str, Any], list[DatasetSettle]]:
     """Settle ``data`` on each backend; compare each to the first.
 
@@ -50,7 +51,15 @@ def compare_backends(
     options = options or {}
     runs = [
         settle_dataset(
-            net, data, b, steps=steps, tol=tol, batch_size=batch_size, keep_states=True, **options.get(b, {})
+            net,
+            data,
+            b,
+            steps=steps,
+            tol=tol,
+            batch_size=batch_size,
+            keep_states=True,
+            progress=progress,
+            **options.get(b, {}),
         )
         for b in backends
     ]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ephw.backends import Backend, get_backend, settle
 from ephw.data import ImageSet
+from ephw.errors import InputError
 from ephw.model import EnergyModel, States
 
 
@@ -59,19 +62,31 @@ def settle_dataset(
     tol: float | None,
     batch_size: int = 256,
     keep_states: bool = False,
+    progress: bool | None = False,
     **options: Any,
 ) -> DatasetSettle:
     """Settle every image of ``data`` (free phase) and collect predictions and convergence."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch size must be an integer >= 1, got {batch_size!r}")
     param = next(net.parameters())
     preds, steps_ps, conv, residuals = [], [], [], []
     kept: list[States] = []
     image_steps = 0
     impl = get_backend(backend, **options)  # one instance: a hardware backend programs its chip once
+    bar = tqdm(  # progress: True/False, None = when stderr is a terminal
+        total=len(data),
+        desc=f"settling on {impl.name}",
+        unit="img",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        leave=False,
+    )
     start = time.perf_counter()
     for lo in range(0, len(data), batch_size):
         x, _ = data.batch(slice(lo, lo + batch_size))
         res = settle(net, x.to(param.device, param.dtype), impl, steps=steps, tol=tol)
         preds.append(res.predictions.cpu())
+        bar.update(x.shape[0])
         steps_ps.append(res.steps_per_sample)
         residuals.append(res.residuals)
         if res.converged is not None:
@@ -80,6 +95,7 @@ def settle_dataset(
         if keep_states:
             kept.append([s.cpu() for s in res.states])
     seconds = time.perf_counter() - start
+    bar.close()
     states = [torch.cat(layer) for layer in zip(*kept)] if keep_states else None
     return DatasetSettle(
         backend=impl.name,

@@ -3,6 +3,8 @@
 - :func:`atomic_write` writes to a temporary file beside the target, ``fsync``s it and moves it
   into place with :func:`os.replace`: a reader sees the old file or the new one, never a torn
   one, and a failed write (ENOSPC, read-only disk, a kill) leaves no ``*.tmp`` behind.
+- :func:`check_writable` fails before a long computation whose result could not be written;
+  :func:`save_figure` is :func:`atomic_write` for matplotlib figures.
 - :func:`append_line` appends one line with a single ``write`` whose length is checked, then
   ``fsync``s (results files and ``metrics.jsonl``); :func:`truncate_to` trims a log on resume.
 - :class:`OutputLock` holds an exclusive ``fcntl.flock`` on ``<target>.lock`` for a run's
@@ -20,6 +22,7 @@ import fcntl
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -44,6 +47,25 @@ def ensure_dir(path: str | Path) -> Path:
         raise output_error(path, exc, "create folder") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write into {path}: permission denied (read-only folder?)")
+    return path
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail now, not after an hour's work, if file ``path`` could not be written later.
+
+    Creates the parent folder and a temporary file in it (removed again). Raises
+    :class:`OutputError` (one line) if ``path`` is a folder or its folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder: give a file name")
+    ensure_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    os.close(fd)
+    os.unlink(tmp)
     return path
 
 
@@ -76,6 +98,16 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Any
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_figure(path: str | Path, fig: Any, dpi: int = 120) -> Path:
+    """Save matplotlib figure ``fig`` to ``path`` atomically, in the format its suffix names (default png)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise OutputError(f"cannot save a figure as {path}: unknown format {fmt!r}; use one of {', '.join(supported)}")
+    return atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi))
 
 
 def append_line(path: str | Path, line: str) -> None:
@@ -123,6 +155,12 @@ def truncate_to(path: str | Path, keep: Callable[[str], bool]) -> int:
     if dropped:
         atomic_write(path, "".join(ln + "\n" for ln in kept))
     return dropped
+
+
+def file_output_lock(path: str | Path | None) -> AbstractContextManager[Any]:
+    """For an optional output file (``--plot``): checked now (:func:`check_writable`) and locked
+    while the context runs; ``None``: nothing to lock."""
+    return nullcontext() if path is None else OutputLock(check_writable(path))
 
 
 class OutputLock:

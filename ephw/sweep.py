@@ -18,6 +18,7 @@ from ephw.compare import mean_abs_difference, sample_differences
 from ephw.data import ImageSet
 from ephw.inference import settle_dataset
 from ephw.model import EnergyModel
+from ephw.outputs import save_figure
 from ephw.stats import mean_ci
 
 METRICS = ("accuracy", "agreement", "mean_abs_state_diff", "max_abs_state_diff", "converged_fraction", "steps_mean")
@@ -116,4 +117,5 @@ def plot_sweep(report: dict[str, Any], path: str) -> None:
         f"{report['backend']}: sweep of {report['param']} (n={report['n']}, mean ± 95 % CI over {seeds} seeds)"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(path, fig, dpi=120)
+    plt.close(fig)

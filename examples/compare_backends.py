@@ -26,6 +26,7 @@ from ephw.cli.common import print_table  # noqa: E402
 from ephw.cli.settle import COMPARE_COLUMNS  # noqa: E402
 from ephw.compare import compare_backends  # noqa: E402
 from ephw.data import load_dataset  # noqa: E402
+from ephw.outputs import save_figure  # noqa: E402
 
 
 def residual_band(residuals: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,7 +90,7 @@ def main() -> None:
     right.set(ylabel=f"max |s − s_{report['reference']}|", title=f"fixed-point difference to {report['reference']}")
     right.legend()
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
+    save_figure(args.out, fig, dpi=120)  # atomic: never a torn figure
     print(f"figure saved to {args.out}")
 
 

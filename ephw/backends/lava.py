@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ephw.backends.base import Backend, SettleResult, initial_states
-from ephw.errors import BackendError
+from ephw.errors import BackendError, InputError
 from ephw.lava.fixed_point import FixedPointFormat
 from ephw.lava.network import LavaNetwork, NetworkSpec, chunks
 from ephw.lava.resources import resource_report
@@ -63,6 +63,9 @@ class Lava(Backend):
 
     #: ``dt`` when none is given
     default_dt = 1.0
+    #: the cached network; a class default, so that ``__del__`` finds it even when the
+    #: constructor call itself failed (an unknown option such as ``--set lava.nokey=1``)
+    _cache: tuple[tuple, LavaNetwork] | None = None
 
     def __init__(
         self,
@@ -71,7 +74,6 @@ class Lava(Backend):
         frac_bits: int | None = None,
         fail_at_step: int | None = None,
     ) -> None:
-        self._cache: tuple[tuple, LavaNetwork] | None = None  # first: __del__ runs even if a check below fails
         dt = self.default_dt if dt is None else dt
         if not 0.0 < dt <= 1.0:
             raise BackendError(f"{self.name}: dt must be in (0, 1], got {dt}")
@@ -141,6 +143,8 @@ class Lava(Backend):
         """
         if beta != 0.0:
             raise BackendError(f"{self.name}: nudged phases (beta != 0) are not supported on lava; use beta=0")
+        if x.shape[0] == 0:
+            raise InputError(f"{self.name}: an empty batch (0 images): nothing to settle")
         start = time.perf_counter()
         batch = x.shape[0]
         with torch.no_grad():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,16 +24,44 @@ def add_model_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="digits|cifar10|cifar100 (default: the model's training data)")
     p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset (see docs/data.md)")
     p.add_argument("--n", type=int, default=512, help="number of test images (first n of the test split)")
-    p.add_argument("--batch", type=int, default=256, help="images settled at once")
+    p.add_argument("--batch", type=positive_int, default=256, help="images settled at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
 
 
 def add_settle_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="maximal steps per batch")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="stop when max|ds| < tol for every sample")
+    p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="maximal steps per batch")
+    p.add_argument("--tol", type=positive_float, default=DEFAULT_TOL, help="stop when max|ds| < tol for every sample")
     add_backend_option_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--progress",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (else a one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (``inf`` would stop after one step as "converged")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def add_backend_option_flags(p: argparse.ArgumentParser) -> None:

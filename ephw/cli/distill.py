@@ -7,7 +7,7 @@ import json
 
 from ephw.backends import DEFAULT_TOL, backend_names
 from ephw.checkpoint import BUNDLED_MODEL
-from ephw.cli.common import add_backend_option_flags, backend_options
+from ephw.cli.common import add_backend_option_flags, backend_options, positive_float
 from ephw.cli.train import _floats
 from ephw.distill.trainer import STUDENT_INITS, STUDENT_KINDS, DistillSettings, distill, student_run_folder
 
@@ -33,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add_backend_option_flags(p)
     p.add_argument("--teacher-steps", type=int, default=_DEF.teacher_steps, help="max settle steps of the teacher")
-    p.add_argument("--teacher-tol", type=float, default=DEFAULT_TOL, help="teacher settle tolerance (max|ds|)")
+    p.add_argument("--teacher-tol", type=positive_float, default=DEFAULT_TOL, help="teacher settle tolerance (max|ds|)")
     p.add_argument(
         "--cache-teacher",
         action="store_true",

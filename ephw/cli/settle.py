@@ -66,7 +66,14 @@ def run_settle(args: argparse.Namespace) -> int:
     reports = []
     for name in backends:
         run = settle_dataset(
-            net, data, name, steps=args.steps, tol=args.tol, batch_size=args.batch, **options.get(name, {})
+            net,
+            data,
+            name,
+            steps=args.steps,
+            tol=args.tol,
+            batch_size=args.batch,
+            progress=args.progress,
+            **options.get(name, {}),
         )
         row = {**run.summary(), "class_counts": data.class_counts()}
         impl = get_backend(name, **options.get(name, {})) if args.report else None
@@ -91,6 +98,7 @@ def run_settle(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backends)
+    options = backend_options(args, backends)
     net, data = load_model_and_data(args)
     report, _ = compare_backends(
         net,
@@ -99,7 +107,8 @@ def run_compare(args: argparse.Namespace) -> int:
         steps=args.steps,
         tol=args.tol,
         batch_size=args.batch,
-        options=backend_options(args, backends),
+        options=options,
+        progress=args.progress,
     )
     report["class_counts"] = data.class_counts()
     if args.json:

@@ -11,8 +11,11 @@ from ephw.cli.common import (
     backend_options,
     load_model_and_data,
     parse_backends,
+    positive_int,
     print_table,
 )
+from ephw.errors import InputError
+from ephw.outputs import file_output_lock
 from ephw.sweep import plot_sweep, run_sweep
 
 
@@ -30,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--param", required=True, help="crossbar: SECTION.FIELD (e.g. read_noise.proportional); else an option"
     )
     p.add_argument("--values", required=True, help="comma-separated values")
-    p.add_argument("--seeds", type=int, default=1, help="chips (programming + read-noise seeds) per value")
+    p.add_argument("--seeds", type=positive_int, default=1, help="chips (programming + read-noise seeds) per value")
     p.add_argument("--plot", default=None, metavar="PNG", help="save a figure")
     add_model_data_options(p)
     add_settle_options(p)
@@ -38,23 +41,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    (backend,) = parse_backends(args.backend)
-    net, data = load_model_and_data(args)
+    backends = parse_backends(args.backend)
+    if len(backends) != 1:
+        raise InputError(f"sweep runs one backend, got {', '.join(backends)}")
+    (backend,) = backends
     values = [_value(v.strip()) for v in args.values.split(",") if v.strip()]
-    report = run_sweep(
-        net,
-        data,
-        backend,
-        args.param,
-        values,
-        seeds=args.seeds,
-        steps=args.steps,
-        tol=args.tol,
-        batch_size=args.batch,
-        options=backend_options(args, [backend]).get(backend, {}),
-    )
-    if args.plot:
-        plot_sweep(report, args.plot)
+    if not values:
+        raise InputError(f"--values needs at least one value (comma-separated), got {args.values!r}")
+    options = backend_options(args, [backend]).get(backend, {})
+    with file_output_lock(args.plot):  # checked before the sweep, not after it; one sweep per figure
+        net, data = load_model_and_data(args)
+        report = run_sweep(
+            net,
+            data,
+            backend,
+            args.param,
+            values,
+            seeds=args.seeds,
+            steps=args.steps,
+            tol=args.tol,
+            batch_size=args.batch,
+            options=options,
+        )
+        if args.plot:
+            plot_sweep(report, args.plot)
     if args.json:
         print(json.dumps(report))
     else:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ephw.backends import backend_names
-from ephw.cli.common import add_backend_option_flags, backend_options
+from ephw.cli.common import add_backend_option_flags, backend_options, positive_float
 from ephw.errors import InputError
 from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
 from ephw.training.train_adv import AdvTrainSettings, train_adv
@@ -60,7 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--free-steps", type=int, default=None, help="T1: free-phase steps (default: 40 digits, 30 CIFAR)")
     p.add_argument("--nudge-steps", type=int, default=None, help="T2: steps of each nudged phase (default 10)")
     p.add_argument(
-        "--tol", type=float, default=None, help="stop phases early below this residual (default: fixed steps)"
+        "--tol", type=positive_float, default=None, help="stop phases early below this residual (default: fixed steps)"
     )
     p.add_argument(
         "--backend",

@@ -52,6 +52,10 @@ def channels_last(t: Tensor) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
+#: How far outside [0, 1] an image value may lie before :meth:`EnergyModel.check_input` refuses it.
+IMAGE_SLACK = 0.5
+
+
 class EnergyModel(nn.Module):
     """Weights and topology of an EP-CNN; computes Phi, E and the drives exactly.
 
@@ -98,7 +102,11 @@ class EnergyModel(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     def check_input(self, x: Tensor) -> None:
-        """Raise :class:`InputError` unless ``x`` is a finite ``(B, C, H, W)`` float batch."""
+        """Raise :class:`InputError` unless ``x`` is a finite ``(B, C, H, W)`` float batch in ``[0, 1]``.
+
+        Values up to :data:`IMAGE_SLACK` outside ``[0, 1]`` pass (rounding of attacks and
+        corruptions); images in 0..255, or normalised ones, are refused.
+        """
         want = tuple(self.config.in_shape)
         if not isinstance(x, Tensor):
             raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
@@ -108,6 +116,13 @@ class EnergyModel(nn.Module):
             raise InputError(f"images must be floating point in [0, 1], got dtype {x.dtype}")
         if not torch.isfinite(x).all():
             raise InputError("images contain NaN or infinite values")
+        if x.numel():
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -IMAGE_SLACK or hi > 1 + IMAGE_SLACK:  # 0..255 images, or already normalised ones
+                raise InputError(
+                    f"images must lie in [0, 1], these range over [{lo:.4g}, {hi:.4g}] "
+                    "(divide 0..255 images by 255; the model normalises them itself)"
+                )
 
     def check_states(self, states: Sequence[Tensor], batch: int) -> None:
         """Raise :class:`InputError` unless ``states`` match this model and batch size."""

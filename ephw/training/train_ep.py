@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -93,7 +94,7 @@ def build_model(s: EPTrainSettings, classes: int) -> EnergyModel:
 
 def check_settings(s: EPTrainSettings) -> None:
     """Refuse settings no EP run can use (before anything is loaded or written)."""
-    if not s.beta > 0 or s.beta != s.beta:
+    if not (s.beta > 0 and math.isfinite(s.beta)):
         raise ConfigError(f"beta must be > 0 (EP nudges at +beta and -beta), got {s.beta}")
     if s.free_steps < 1 or s.nudge_steps < 1 or s.eval_steps < 1:
         raise ConfigError(
