@@ -13,6 +13,7 @@ from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint, save_checkpoint
 from ephw.cli.main import main
 from ephw.errors import CheckpointError, InputError
 from ephw.inference import settle_dataset
+from ephw.outputs import OutputLock
 
 
 def error_of(capsys, *argv: str) -> str:
@@ -149,3 +150,16 @@ def test_settle_dataset_batch_size_is_checked(net_factory):
         settle_dataset(
             net_factory(), load_dataset("digits", "test").subset(4), "euler", steps=3, tol=None, batch_size=0
         )
+
+
+def test_a_second_run_on_a_locked_output_is_refused(capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    busy = f"{run} is in use by another ephw run (pid {os.getpid()}): wait for it, or choose another output"
+    with OutputLock(run):
+        for argv in (["train", "ep"], ["train", "bp"], ["train", "adv"], ["distill"]):
+            assert error_of(capsys, *argv, "--out", str(run)) == f"ephw: error: {busy}"
+    plot = tmp_path / "sweep.png"
+    with OutputLock(plot):
+        line = error_of(capsys, "sweep", "--backend", "euler", "--param", "dt", "--values", "1", "--plot", str(plot))
+    assert line.startswith(f"ephw: error: {plot} is in use by another ephw run")

@@ -213,3 +213,19 @@ def test_bad_loop_settings_are_one_line_errors(tmp_path):
     t.s.checkpoint_every = 0
     with pytest.raises(ConfigError, match="checkpoint_every must be >= 1"):
         t.run()
+
+
+@dataclass
+class TimedSettings(Settings):
+    timing_batch: int = 256  # as distill's: used after training only
+
+
+def test_resume_accepts_changed_after_training_settings_and_refuses_changed_training(tmp_path):
+    t = Trainer(tmp_path / "run")
+    t.s = TimedSettings(out=t.s.out, epochs=1)
+    t.run()  # a finished run (distill's timing would come next)
+    t.s = replace(t.s, timing_batch=64)
+    t.run(resume=True)  # e.g. distill --resume --timing-batch 64 after --timing-batch 0 failed
+    t.s = replace(t.s, lrs=(0.1,))
+    with pytest.raises(ConfigError, match=r"settings differ from the checkpointed run in lrs"):
+        t.run(resume=True)
