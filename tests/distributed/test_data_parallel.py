@@ -1,0 +1,196 @@
+"""Data-parallel training on 2 gloo CPU ranks (torchrun from pytest, 1 thread per rank) equals 1 rank.
+
+Every run goes through ``torchrun --standalone`` (a free rendezvous port of its own), with a
+wall-clock limit; the float64 runs start ``tests/distributed/worker.py`` (the trainers'
+Python API, default dtype float64), the kill/resume run starts ``python -m ephw`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ephw import distributed
+
+WORKER = Path(__file__).with_name("worker.py")
+LIMIT_S = 240
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun(n: int, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *argv]
+
+
+def run_worker(n: int, trainer: str, out: Path, **settings: object) -> dict:
+    spec = {"trainer": trainer, "float64": True, "settings": {"out": str(out), "progress": False, **settings}}
+    proc = subprocess.run(
+        torchrun(n, str(WORKER), json.dumps(spec)), env=env(), capture_output=True, text=True, timeout=LIMIT_S
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def max_diff(a: Path, b: Path) -> float:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa)
+
+
+def assert_float64(path: Path) -> None:
+    assert any(t.dtype == torch.float64 for t in weights(path).values())
+
+
+def test_shard_split_is_balanced_and_complete() -> None:
+    for n in (0, 1, 7, 32, 33):
+        for size in (1, 2, 3, 5):
+            parts = [distributed.shard(n, distributed.World(r, size)) for r in range(size)]
+            got = [i for p in parts for i in range(n)[p]]
+            assert got == list(range(n))
+            lens = [p.stop - p.start for p in parts]
+            assert max(lens) - min(lens) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend,options",
+    [("async", {}), ("crossbar", {"preset": "ideal"})],
+)
+def test_ep_two_ranks_of_16_equal_one_rank_of_32(tmp_path: Path, backend: str, options: dict) -> None:
+    common = dict(epochs=1, batch_size=32, max_batches=3, backend=backend, backend_options=options, checkpoint_every=1)
+    one = run_worker(1, "ep", tmp_path / "one", **common)
+    two = run_worker(2, "ep", tmp_path / "two", **common)
+    assert_float64(tmp_path / "one" / "model.pt")
+    diff = max_diff(tmp_path / "one" / "model.pt", tmp_path / "two" / "model.pt")
+    print(f"ep {backend}: max |w_1rank - w_2ranks| after 3 steps = {diff:.3g}")
+    assert diff <= 1e-5
+    assert one["test_accuracy"] == pytest.approx(two["test_accuracy"])
+    assert one["test_n"] == two["test_n"]
+
+
+@pytest.mark.slow
+def test_bp_two_ranks_equal_one_rank_with_ragged_last_batch(tmp_path: Path) -> None:
+    # digits' 1437 training images in batches of 32: the last one (29) splits 15/14
+    common = dict(epochs=1, batch_size=32, checkpoint_every=50)
+    one = run_worker(1, "bp", tmp_path / "one", **common)
+    two = run_worker(2, "bp", tmp_path / "two", **common)
+    assert_float64(tmp_path / "one" / "model.pt")
+    diff = max_diff(tmp_path / "one" / "model.pt", tmp_path / "two" / "model.pt")
+    print(f"bp: max |w_1rank - w_2ranks| after 45 steps = {diff:.3g}")
+    assert diff <= 1e-5
+    assert one["test_accuracy"] == pytest.approx(two["test_accuracy"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache_teacher", [False, True])
+def test_distill_two_ranks_equal_one_rank(tmp_path: Path, cache_teacher: bool, monkeypatch) -> None:
+    monkeypatch.setenv("EPHW_CACHE", str(tmp_path / "cache"))
+    common = dict(
+        epochs=1,
+        batch_size=32,
+        max_batches=3,
+        student="cnn",
+        teacher_steps=100,
+        teacher_tol=1e-6,
+        train_n=200,
+        test_n=100,
+        cache_teacher=cache_teacher,
+        timing_batch=8,
+        timing_repeats=1,
+        checkpoint_every=1,
+    )
+    one = run_worker(1, "distill", tmp_path / "one", **common)
+    two = run_worker(2, "distill", tmp_path / "two", **common)
+    assert_float64(tmp_path / "one" / "model.pt")
+    diff = max_diff(tmp_path / "one" / "model.pt", tmp_path / "two" / "model.pt")
+    print(f"distill (cache_teacher={cache_teacher}): max |w_1rank - w_2ranks| after 3 steps = {diff:.3g}")
+    assert diff <= 1e-5
+    for key in ("test_accuracy", "agreement", "teacher_test_accuracy"):
+        assert one[key] == pytest.approx(two[key])
+    assert one["layer_mse"] == pytest.approx(two["layer_mse"], rel=1e-9)
+
+
+def saved_position(run: Path) -> tuple[int, int]:
+    """``(epoch, batch)`` of the run's checkpoint (``(-1, 0)`` before the first)."""
+    try:
+        training = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["training"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return (-1, 0)
+    return (int(training["epoch"]), int(training["batch"]))
+
+
+@pytest.mark.slow
+def test_two_rank_cli_run_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    def cli(out: Path, *extra: str) -> list[str]:
+        return torchrun(
+            2,
+            "-m",
+            "ephw",
+            "train",
+            "ep",
+            "--data",
+            "digits",
+            "--epochs",
+            "2",
+            "--max-batches",
+            "12",
+            "--checkpoint-every",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+            *extra,
+        )
+
+    full = subprocess.run(cli(tmp_path / "full"), env=env(), capture_output=True, text=True, timeout=LIMIT_S)
+    assert full.returncode == 0, full.stderr[-4000:]
+    # rank 0 alone printed the final metrics
+    assert len([ln for ln in full.stdout.splitlines() if ln.startswith("{")]) == 1
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        cli(killed), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + LIMIT_S
+    try:
+        # kill during epoch 2, once its first checkpoint (batch 2) is written
+        while saved_position(killed) < (1, 2) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, as a lost node
+    finally:
+        proc.wait(timeout=30)
+    assert not (killed / "model.pt").exists()
+    epoch, batch = saved_position(killed)
+    print(f"killed with the checkpoint at epoch {epoch} batch {batch} (0-based)")
+    assert epoch == 1 and 2 <= batch < 12
+
+    resumed = subprocess.run(cli(killed, "--resume"), env=env(), capture_output=True, text=True, timeout=LIMIT_S)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    diff = max_diff(tmp_path / "full" / "model.pt", killed / "model.pt")
+    print(f"killed + resumed vs uninterrupted (2 ranks): max weight difference {diff:.3g}")
+    assert diff == 0.0
+
+    def rows(run: Path) -> list[dict]:
+        out = []
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r["event"] in ("train", "epoch"):
+                out.append({k: v for k, v in r.items() if k not in ("time", "eval_seconds")})
+        return out
+
+    assert rows(killed) == rows(tmp_path / "full")
