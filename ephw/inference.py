@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ephw import distributed
 from ephw.backends import Backend, get_backend, settle
 from ephw.data import ImageSet
 from ephw.errors import InputError
@@ -65,7 +66,11 @@ def settle_dataset(
     progress: bool | None = False,
     **options: Any,
 ) -> DatasetSettle:
-    """Settle every image of ``data`` (free phase) and collect predictions and convergence."""
+    """Settle every image of ``data`` (free phase) and collect predictions and convergence.
+
+    Under torchrun each rank settles its contiguous shard of ``data`` and every rank returns
+    the gathered whole (``seconds``: the slowest rank's; ``image_steps``: the sum).
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch size must be an integer >= 1, got {batch_size!r}")
     param = next(net.parameters())
@@ -73,17 +78,20 @@ def settle_dataset(
     kept: list[States] = []
     image_steps = 0
     impl = get_backend(backend, **options)  # one instance: a hardware backend programs its chip once
+    if not isinstance(backend, Backend):
+        impl = distributed.rank_backend(impl)  # same chip on every rank, read noise of its own
+    part = distributed.shard(len(data))
     bar = tqdm(  # progress: True/False, None = when stderr is a terminal
-        total=len(data),
+        total=part.stop - part.start,
         desc=f"settling on {impl.name}",
         unit="img",
         file=sys.stderr,
-        disable=None if progress is None else not progress,
+        disable=(None if progress is None else not progress) if distributed.is_main() else True,
         leave=False,
     )
     start = time.perf_counter()
-    for lo in range(0, len(data), batch_size):
-        x, _ = data.batch(slice(lo, lo + batch_size))
+    for lo in range(part.start, part.stop, batch_size):
+        x, _ = data.batch(slice(lo, min(lo + batch_size, part.stop)))
         res = settle(net, x.to(param.device, param.dtype), impl, steps=steps, tol=tol)
         preds.append(res.predictions.cpu())
         bar.update(x.shape[0])
@@ -97,14 +105,35 @@ def settle_dataset(
     seconds = time.perf_counter() - start
     bar.close()
     states = [torch.cat(layer) for layer in zip(*kept)] if keep_states else None
-    return DatasetSettle(
+    out = DatasetSettle(
         backend=impl.name,
-        predictions=torch.cat(preds),
+        predictions=torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64),
         labels=data.labels.clone(),
-        steps_per_sample=torch.cat(steps_ps),
+        steps_per_sample=torch.cat(steps_ps) if steps_ps else torch.zeros(0, dtype=torch.int64),
         converged=torch.cat(conv) if conv else None,
         image_steps=image_steps,
         seconds=seconds,
         states=states,
         residuals=residuals,
+    )
+    return _gathered(out) if distributed.world().size > 1 else out
+
+
+def _gathered(local: DatasetSettle) -> DatasetSettle:
+    """The whole dataset's :class:`DatasetSettle` from every rank's shard (rank order = data order)."""
+    shards = distributed.gather_objects(
+        (local.predictions, local.steps_per_sample, local.converged, local.states, local.residuals)
+    )
+    conv = [c for _, _, c, _, _ in shards if c is not None]
+    kept = [s for _, _, _, s, _ in shards if s]
+    return DatasetSettle(
+        backend=local.backend,
+        predictions=torch.cat([p for p, _, _, _, _ in shards]),
+        labels=local.labels,
+        steps_per_sample=torch.cat([s for _, s, _, _, _ in shards]),
+        converged=torch.cat(conv) if conv else None,
+        image_steps=int(distributed.all_sum([local.image_steps])[0]),
+        seconds=distributed.all_max(local.seconds),
+        states=[torch.cat(layer) for layer in zip(*kept)] if local.states is not None else None,
+        residuals=[r for _, _, _, _, res in shards for r in res],
     )

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from ephw import __version__
+from ephw import __version__, distributed
 from ephw.cli import bench, distill, models, reproduce, robustness, settle, sweep, train
 from ephw.device import resolve_device
 from ephw.errors import EphwError
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     install()  # SIGTERM: the same clean shutdown as Ctrl-C
     try:
+        distributed.setup(args)  # under torchrun: join the process group, one device per rank
         if getattr(args, "device", None) is not None:
             resolve_device(args.device)
         return args.func(args)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ephw: interrupted", file=sys.stderr)
         return 130
     finally:
+        distributed.teardown()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

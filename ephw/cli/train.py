@@ -78,6 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=_DEF.seed)
     p.add_argument("--eval-steps", type=int, default=_DEF.eval_steps, help="max steps when evaluating on the test set")
     p.add_argument("--checkpoint-every", type=int, default=_DEF.checkpoint_every, help="batches between checkpoints")
+    p.add_argument("--max-batches", type=int, default=None, help="at most this many batches per epoch")
     p.add_argument("--out", default=None, help="run folder (default runs/ep-DATA-CONFIG)")
     p.add_argument("--device", default=_DEF.device)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -207,6 +208,7 @@ def run_train_ep(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_steps=args.eval_steps,
         checkpoint_every=args.checkpoint_every,
+        max_batches=args.max_batches,
         out=args.out or f"runs/ep-{args.data}-{config}",
         device=args.device,
         progress=not args.no_progress,

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ephw import distributed
 from ephw.bench.timing import time_interleaved
 from ephw.data import ImageSet
 from ephw.distill.teacher import Teacher, TeacherTargets
@@ -30,21 +31,26 @@ def evaluate_student(
         or ``None``), ``output_ce`` (Eq. 9 term), ``teacher_test_accuracy``, ``test_n``.
     """
     student.eval()
-    device = next(student.parameters()).device
+    param = next(student.parameters())
+    device = param.device
     has_states = hasattr(student, "states")
-    preds, ce_sum = [], 0.0
+    preds, ce_sum = [torch.zeros(0, dtype=torch.int64)], 0.0
     sq = [0.0] * len(teacher.hidden)
-    for lo in range(0, len(data), batch_size):
-        x, _ = data.batch(slice(lo, lo + batch_size))
-        t = teacher[lo : lo + batch_size].to(device)
-        out = student.states(x.to(device)) if has_states else [student(x.to(device))]
+    part = distributed.shard(len(data))  # under torchrun: this rank's images, reduced below
+    for lo in range(part.start, part.stop, batch_size):
+        hi = min(lo + batch_size, part.stop)
+        x, _ = data.batch(slice(lo, hi))
+        x = x.to(device, param.dtype)
+        t = teacher[lo:hi].to(device)
+        out = student.states(x) if has_states else [student(x)]
         logits = out[-1]
         preds.append(logits.argmax(1).cpu())
         ce_sum += float(-(t.output * torch.log_softmax(logits, 1)).sum(1).sum())
         if has_states:
             for i, (s, h) in enumerate(zip(out, t.hidden)):
                 sq[i] += float((s - h).pow(2).flatten(1).mean(1).sum())
-    pred = torch.cat(preds)
+    pred = distributed.gather_rows(torch.cat(preds))
+    ce_sum, *sq = distributed.all_sum([ce_sum, *sq])
     n = len(data)
     return {
         "test_accuracy": float((pred == data.labels).float().mean()),
@@ -71,8 +77,9 @@ def time_student_vs_teacher(student: nn.Module, teacher: Teacher, x: torch.Tenso
         teacher's mean steps on the batch, the batch size and torch's thread count.
     """
     student.eval()
-    device = next(student.parameters()).device
-    x = x.to(device)
+    param = next(student.parameters())
+    x = x.to(param.device, param.dtype)
+    device = param.device
     times = time_interleaved(
         {"student": lambda: student(x), "teacher": lambda: teacher.settle(x)}, repeats=repeats, device=device
     )

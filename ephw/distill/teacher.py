@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ephw import distributed
 from ephw.backends import Backend, SettleResult, get_backend, settle
 from ephw.data import ImageSet
 from ephw.data.cache import cache_dir
@@ -67,6 +68,17 @@ class TeacherTargets:
             torch.cat([p.predictions for p in parts]),
             torch.cat([p.steps for p in parts]),
             None if any(c is None for c in conv) else torch.cat(conv),
+        )
+
+    def gathered(self) -> TeacherTargets:
+        """Every rank's targets concatenated in rank order (:func:`ephw.distributed.gather_rows`)."""
+        g = distributed.gather_rows
+        return TeacherTargets(
+            [g(h) for h in self.hidden],
+            g(self.output),
+            g(self.predictions),
+            g(self.steps),
+            None if self.converged is None else g(self.converged),
         )
 
     def to(self, device: torch.device | str) -> TeacherTargets:
@@ -131,7 +143,7 @@ class Teacher:
         self.net = net
         self.backend_name = backend
         self.options = dict(options or {})
-        self.impl = get_backend(backend, **self.options)
+        self.impl = distributed.rank_backend(get_backend(backend, **self.options))  # same chip, own read noise
         self.steps = int(steps)
         self.tol = tol
 
@@ -156,18 +168,28 @@ class Teacher:
         by the teacher's weights, backend, options and settle budget and by the images, so every
         student distilled from the same teacher on the same images settles them only once.
         """
-        path = cache_dir() / "teachers" / f"{self.fingerprint(data)}.pt" if reuse else None
+        # under torchrun: rank 0's cache key (ranks differ in read seeds), each rank settles its
+        # shard, gathered once; rank 0 writes the entry
+        path = distributed.from_main(cache_dir() / "teachers" / f"{self.fingerprint(data)}.pt" if reuse else None)
+        cached = None
         if path is not None and path.is_file():
             try:
-                return TeacherTargets(**torch.load(path, map_location="cpu", weights_only=True))
+                cached = TeacherTargets(**torch.load(path, map_location="cpu", weights_only=True))
             except Exception:  # a damaged entry is settled again and replaced
                 path.unlink(missing_ok=True)
+        if distributed.all_max(float(cached is None)) == 0.0:
+            return cached
+        part = distributed.shard(len(data))
         parts = []
-        for lo in tqdm(range(0, len(data), batch_size), desc="settling teacher", unit="batch", file=sys.stderr):
-            x, _ = data.batch(slice(lo, lo + batch_size))
+        starts = range(part.start, part.stop, batch_size)
+        quiet = not distributed.is_main()
+        for lo in tqdm(starts, desc="settling teacher", unit="batch", file=sys.stderr, disable=quiet):
+            x, _ = data.batch(slice(lo, min(lo + batch_size, part.stop)))
             parts.append(self.targets(x).to("cpu"))
-        out = TeacherTargets.cat(parts)
-        if path is not None:
+        # a rank with no images (fewer than ranks) contributes the zero rows of a one-image settle
+        local = TeacherTargets.cat(parts) if parts else self.targets(data.batch(slice(0, 1))[0]).to("cpu")[0:0]
+        out = local.gathered()
+        if path is not None and distributed.is_main():
             buffer = io.BytesIO()
             torch.save(dict(vars(out)), buffer)
             atomic_write(path, buffer.getbuffer())

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ephw import distributed
 from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
 from ephw.data import load_dataset
 from ephw.distill.losses import distill_loss, layer_weights
@@ -138,7 +139,7 @@ def _distill(s: DistillSettings) -> dict[str, Any]:
     ckpt = load_checkpoint(s.teacher or BUNDLED_MODEL)
     s = resolve_settings(s, ckpt.meta)
     device = torch.device(s.device)
-    net = ckpt.model(device=device)
+    net = ckpt.model(torch.get_default_dtype(), device)
     train = load_dataset(s.data, "train", s.data_root)
     if s.train_n is not None:
         train = train.subset(s.train_n)
@@ -188,8 +189,9 @@ def _distill(s: DistillSettings) -> dict[str, Any]:
     metrics["timing"] = time_student_vs_teacher(student, teacher, x, s.timing_repeats)
     metrics["teacher"] = {"path": s.teacher, **teacher.describe()}
     meta["metrics"] = metrics
-    save_feedforward(run.model, student, meta)
-    write_metrics_json(run.root, metrics)
+    if distributed.is_main():
+        save_feedforward(run.model, student, meta)
+        write_metrics_json(run.root, metrics)
     return metrics
 
 

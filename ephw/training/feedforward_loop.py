@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ephw import distributed
 from ephw.data import ImageSet
 from ephw.outputs import atomic_write
 from ephw.training import loop
@@ -92,10 +93,15 @@ def write_metrics_json(root: str | Path, metrics: dict[str, Any]) -> Path:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: ImageSet, batch_size: int = 512, device: str | torch.device = "cpu") -> Tensor:
-    """Predicted classes ``(n,)`` of every image of ``data`` (model in eval mode)."""
+    """Predicted classes ``(n,)`` of every image of ``data`` (model in eval mode).
+
+    Under torchrun each rank predicts its shard of ``data``; every rank returns all ``n``.
+    """
     model.eval()
-    out = []
-    for lo in range(0, len(data), batch_size):
-        x, _ = data.batch(slice(lo, lo + batch_size))
-        out.append(model(x.to(device)).argmax(1).cpu())
-    return torch.cat(out)
+    dtype = next(model.parameters()).dtype
+    part = distributed.shard(len(data))
+    out = [torch.zeros(0, dtype=torch.int64)]
+    for lo in range(part.start, part.stop, batch_size):
+        x, _ = data.batch(slice(lo, min(lo + batch_size, part.stop)))
+        out.append(model(x.to(device, dtype)).argmax(1).cpu())
+    return distributed.gather_rows(torch.cat(out))

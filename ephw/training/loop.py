@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ephw import distributed
 from ephw.data import ImageSet, random_crop_flip
 from ephw.errors import ConfigError
 from ephw.model import EnergyModel
@@ -89,6 +90,7 @@ def fit(
     max_batches = getattr(s, "max_batches", None)
     device = torch.device(s.device)
     model.to(device)
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())  # images follow the model
     lrs = per_layer(s.lrs, len(groups), f"lrs ({', '.join(name for name, _ in groups)})")
     wds = per_layer(s.weight_decays, len(groups), "weight_decays")
     optimizer = torch.optim.SGD(
@@ -126,7 +128,7 @@ def fit(
     bar = tqdm(
         total=s.epochs * per_epoch,
         initial=done,
-        disable=not s.progress,
+        disable=not (s.progress and distributed.is_main()),
         file=sys.stderr,
         unit="batch",
         dynamic_ncols=True,
@@ -140,9 +142,12 @@ def fit(
                 x, y = train.batch(batches[b])
                 if augment:
                     x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
-                x, y = x.to(device), y.to(device)
+                # under torchrun each rank trains its shard of the (augmented) global batch
+                part, n_global = distributed.shard(len(y)), len(y)
+                x, y, idx = x[part].to(device, dtype), y[part].to(device), batches[b][part]
                 optimizer.zero_grad(set_to_none=True)
-                logs = step(x, y, batches[b], epoch, b)
+                logs = step(x, y, idx, epoch, b) if len(y) else {}
+                logs = distributed.finish_step(model, logs, len(y), n_global)  # global-batch grads and logs
                 if not math.isfinite(logs["loss"]):
                     raise ConfigError(
                         f"training diverged (loss {logs['loss']}) at epoch {epoch + 1} batch {b + 1}; "
@@ -168,7 +173,8 @@ def fit(
                 run.last_metrics = dict(metrics)
                 position = Position(epoch + 1, 0)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            bar.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
+            if distributed.is_main():
+                bar.write(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
             save()
     except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (ephw.signals.Terminated)
         save()

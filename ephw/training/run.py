@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ephw import distributed
 from ephw.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ephw.errors import CheckpointError, ConfigError
 from ephw.feedforward.checkpoint import (
@@ -80,10 +82,14 @@ class MetricsLog:
         self.path = path
 
     def write(self, **row: Any) -> None:
+        if not distributed.is_main():  # under torchrun rank 0 alone writes run files
+            return
         append_line(self.path, json.dumps({"time": round(time.time(), 3), **row}, sort_keys=True))
 
     def trim_to(self, position: Position) -> int:
         """Drop the rows written after ``position`` (a run killed past its last checkpoint); returns how many."""
+        if not distributed.is_main():
+            return 0
 
         def keep(line: str) -> bool:
             try:
@@ -119,7 +125,9 @@ class RunDir:
         meta: dict[str, Any],
         window: list[dict[str, float]] | None = None,
     ) -> None:
-        """Write ``checkpoint.pt`` atomically. ``window``: the per-batch logs not yet averaged into a row."""
+        """Write ``checkpoint.pt`` atomically (rank 0 only). ``window``: per-batch logs not yet averaged into a row."""
+        if not distributed.is_main():
+            return
         training = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -161,6 +169,12 @@ class RunDir:
 RESUMABLE = {"resume", "checkpoint_every", "progress", "out", "device", "timing_batch", "timing_repeats"}
 
 
-def run_lock(out: str | Path) -> OutputLock:
-    """The lock of run folder ``out`` (created if missing); ``with run_lock(s.out):`` around a whole run."""
+def run_lock(out: str | Path) -> AbstractContextManager[Any]:
+    """The lock of run folder ``out`` (created if missing); ``with run_lock(s.out):`` around a whole run.
+
+    Under torchrun rank 0 holds it for the whole group (the other ranks write nothing there).
+    """
+    if not distributed.is_main():
+        ensure_dir(out)
+        return nullcontext()
     return OutputLock(ensure_dir(out))

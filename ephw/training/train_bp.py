@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ephw import distributed
 from ephw.data import ImageSet, dataset_stats, load_dataset
 from ephw.errors import ConfigError
 from ephw.feedforward import CNNSpec, EPTopologyCNN, save_feedforward
@@ -111,8 +112,9 @@ def _train_classifier(
     run = fit(model, s, train, batch_loss, evaluate, meta)
     metrics = {"trainer": trainer, "data": s.data, **evaluate(model.eval())}
     meta["metrics"] = metrics
-    save_feedforward(run.model, model, meta)
-    write_metrics_json(run.root, metrics)
+    if distributed.is_main():
+        save_feedforward(run.model, model, meta)
+        write_metrics_json(run.root, metrics)
     return metrics
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ephw import distributed
 from ephw.backends import get_backend
 from ephw.backends.registry import BACKENDS
 from ephw.checkpoint import save_model
@@ -55,6 +56,7 @@ class EPTrainSettings:
     eval_steps: int = 500
     eval_tol: float = 1e-5
     checkpoint_every: int = 50
+    max_batches: int | None = None  # cap on batches per epoch (None: all; old checkpoints lack it = None)
     out: str = "runs/ep"
     device: str = "cpu"
     progress: bool = True
@@ -126,7 +128,7 @@ def _train_ep(s: EPTrainSettings) -> dict[str, Any]:
     augment = s.augment if s.augment is not None else s.data.startswith("cifar")
     # one backend instance for the whole run: a hardware backend keeps its chip and
     # re-programs the updated weights onto it
-    backend = get_backend(s.backend, **s.backend_options)
+    backend = distributed.rank_backend(get_backend(s.backend, **s.backend_options))  # same chip, own read noise
     meta = {"data": s.data, "trainer": "ep", "settings": asdict(s)}
 
     def step(x: Tensor, y: Tensor, idx: Tensor, epoch: int, b: int) -> dict[str, float]:
@@ -154,5 +156,6 @@ def _train_ep(s: EPTrainSettings) -> dict[str, Any]:
     run = fit(net, groups, s, train, step, evaluate, meta, augment=augment)
     last = {"epoch": s.epochs, **run.last_metrics}
     meta["metrics"] = last
-    save_model(run.model, net, meta)
+    if distributed.is_main():
+        save_model(run.model, net, meta)
     return last
