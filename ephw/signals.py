@@ -5,7 +5,7 @@
 training run checkpoints, lava stops its processes, locks are released) does so on SIGTERM
 too, and the command exits with status 143 instead of dying mid-write.
 
-:func:`deferred` blocks SIGINT and SIGTERM for a few statements that must happen together
+:func:`deferred` holds SIGINT and SIGTERM back for a few statements that must happen together
 (an optimiser step and the position that records it); a signal arriving meanwhile is
 delivered when the block ends.
 """
@@ -38,9 +38,29 @@ def install() -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block has run (then they take effect)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Hold SIGINT and SIGTERM back until the block has run (then they take effect).
+
+    The handlers are swapped for one that only records the signal (a signal mask would not
+    do: the kernel may deliver the signal to one of torch's worker threads, and Python then
+    runs the handler in the main thread all the same). Outside the main thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler != signal.SIG_IGN:  # SIG_DFL (or not set from Python): the default action
+                signal.raise_signal(caught[0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -154,14 +154,34 @@ class RunDir:
         if ckpt.training is None:
             raise CheckpointError(f"{self.checkpoint} holds weights only, no training state to resume")
         saved = json.loads(ckpt.training["settings"])
-        current = json.loads(json.dumps(asdict(settings), sort_keys=True))
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE)
+        diff = settings_diff(saved, settings)
         if diff:
             raise ConfigError(
                 f"--resume: settings differ from the checkpointed run in {', '.join(diff)} "
                 f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in diff)})"
             )
         return ckpt, Position(int(ckpt.training["epoch"]), int(ckpt.training["batch"]))
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def settings_diff(saved: dict[str, Any], settings: Any) -> list[str]:
+    """The settings (a dataclass) that differ from ``saved`` (a checkpoint's), except :data:`RESUMABLE`.
+
+    A field the checkpoint lacks (it was added after that run started) counts as its default,
+    so adding a field with a default never breaks the resumption of an older run.
+    """
+    current = _json(asdict(settings))
+    defaults = {}
+    for f in fields(settings):
+        if f.default is not MISSING:
+            defaults[f.name] = _json(f.default)
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = _json(f.default_factory())
+    old = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k) and k not in RESUMABLE)
 
 
 #: Settings that may change between a run and its resumption (``timing_*``: distill's

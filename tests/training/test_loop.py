@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from ephw.errors import ConfigError, OutputError
 from ephw.model import ConvSpec, EnergyModel, ModelConfig
 from ephw.signals import Terminated
 from ephw.training import loop
-from ephw.training.run import MetricsLog, RunDir, run_lock
+from ephw.training.run import MetricsLog, RunDir, run_lock, settings_diff
 from ephw.training.train_ep import EPTrainSettings
 
 
@@ -189,6 +189,7 @@ def test_checkpoint_of_the_old_format_still_resumes(tmp_path, straight):
 
 
 def test_ep_settings_saved_by_the_running_cifar_run_still_match():
+    # the settings JSON of reproduce/cifar10/ep-s0's checkpoint, written before any field was added
     saved = {
         "activation": "laborieux", "augment": None, "backend": "async", "backend_options": {}, "batch_size": 128,
         "beta": 0.5, "checkpoint_every": 50, "config": "cpu-small", "data": "cifar10", "data_root": None,
@@ -197,8 +198,22 @@ def test_ep_settings_saved_by_the_running_cifar_run_still_match():
         "out": "reproduce/cifar10/ep-s0", "output": "softmax", "progress": True, "resume": False, "seed": 0,
         "tol": None, "weight_decays": [0.0003],
     }  # fmt: skip
-    s = EPTrainSettings(**{**saved, "lrs": tuple(saved["lrs"]), "weight_decays": tuple(saved["weight_decays"])})
-    assert json.loads(json.dumps(asdict(s), sort_keys=True)) == saved
+    same = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    s = EPTrainSettings(**{**same, "resume": True})
+    assert settings_diff(saved, s) == []
+    assert settings_diff(saved, replace(s, beta=0.25)) == ["beta"]
+
+
+def test_a_field_added_later_counts_as_its_default_in_an_old_checkpoint():
+    @dataclass
+    class Later(Settings):
+        flag: bool = False
+        extra: dict = field(default_factory=lambda: {"a": 1})
+
+    old = json.loads(json.dumps(asdict(Settings())))
+    assert settings_diff(old, Later()) == []
+    assert settings_diff(old, Later(flag=True)) == ["flag"]
+    assert settings_diff(old, Later(extra={})) == ["extra"]
 
 
 def test_second_run_on_the_same_folder_is_refused(tmp_path):
