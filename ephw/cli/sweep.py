@@ -26,6 +26,12 @@ def _value(text: str) -> object:
         return text
 
 
+def _mean_ci(cell: dict) -> str:
+    """``mean ± ci95``; just the mean where one seed gives no interval."""
+    ci = cell["ci95"]
+    return f"{cell['mean']:.4g}" + ("" if ci is None else f" ± {ci:.2g}")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="accuracy and fixed-point deviation vs one backend parameter, over seeds")
     p.add_argument("--backend", default="crossbar")
@@ -71,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [
             {
                 "value": r["value"],
-                **{
-                    m: f"{r[m]['mean']:.4g} ± {r[m]['ci95']:.2g}"
-                    for m in ("accuracy", "agreement", "mean_abs_state_diff")
-                },
+                **{m: _mean_ci(r[m]) for m in ("accuracy", "agreement", "mean_abs_state_diff")},
             }
             for r in report["rows"]
         ]

@@ -163,3 +163,13 @@ def test_a_second_run_on_a_locked_output_is_refused(capsys, tmp_path):
     with OutputLock(plot):
         line = error_of(capsys, "sweep", "--backend", "euler", "--param", "dt", "--values", "1", "--plot", str(plot))
     assert line.startswith(f"ephw: error: {plot} is in use by another ephw run")
+
+
+def test_sweep_with_one_seed_prints_means_without_an_interval(capsys, tmp_path):
+    plot = tmp_path / "new" / "sweep.png"  # a missing folder is created
+    assert (
+        main(["sweep", "--backend", "euler", "--param", "dt", "--values", "0.5", "--n", "4", "--plot", str(plot)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].split()[:2] == ["0.5", "1"] and "±" not in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
