@@ -106,7 +106,7 @@ class Crossbar(Euler):
     """Euler dynamics with every synaptic read going through simulated memristor crossbars.
 
     Args:
-        preset: ``ideal``, ``rram`` or ``pcm`` (:data:`ephw.crossbar.PRESETS`).
+        preset: ``ideal``, ``pcm``, ``rram-wan2022`` or ``rram-illustrative`` (:data:`ephw.crossbar.PRESETS`).
         file: TOML/JSON file of parameters applied on top of the preset.
         overrides: ``"section.field=value"`` strings applied last (e.g. ``read_noise.proportional=0.02``).
         params: ready :class:`CrossbarParams` instead of preset/file/overrides.

@@ -75,7 +75,7 @@ def add_backend_option_flags(p: argparse.ArgumentParser) -> None:
         help="backend option, e.g. euler.dt=0.5 or crossbar.reprogram_every=10 (repeatable; VALUE parsed as JSON)",
     )
     g = p.add_argument_group("crossbar backend")
-    g.add_argument("--crossbar-preset", default=None, help="ideal, rram or pcm (default ideal)")
+    g.add_argument("--crossbar-preset", default=None, help="ideal, pcm, rram-wan2022 or rram-illustrative")
     g.add_argument("--crossbar-file", default=None, help="TOML/JSON file of crossbar parameters (over the preset)")
     g.add_argument(
         "--crossbar-set",

@@ -79,6 +79,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument(
+        "--noise-aware",
+        default=None,
+        metavar="PRESET[@T]",
+        help="noise-aware training: every batch on weights drawn from a chip of PRESET read at T s",
+    )
     p.set_defaults(func=run_distill)
 
 
@@ -113,6 +119,7 @@ def run_distill(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         resume=args.resume,
+        noise_aware=args.noise_aware,
     )
     if args.out is None:
         args.out = student_run_folder(s)

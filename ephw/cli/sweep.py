@@ -14,6 +14,7 @@ from ephw.cli.common import (
     positive_int,
     print_table,
 )
+from ephw.crossbar.deploy import sweep_from_args
 from ephw.errors import InputError
 from ephw.outputs import file_output_lock
 from ephw.sweep import plot_sweep, run_sweep
@@ -56,19 +57,21 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--values needs at least one value (comma-separated), got {args.values!r}")
     options = backend_options(args, [backend]).get(backend, {})
     with file_output_lock(args.plot):  # checked before the sweep, not after it; one sweep per figure
-        net, data = load_model_and_data(args)
-        report = run_sweep(
-            net,
-            data,
-            backend,
-            args.param,
-            values,
-            seeds=args.seeds,
-            steps=args.steps,
-            tol=args.tol,
-            batch_size=args.batch,
-            options=options,
-        )
+        report = sweep_from_args(args, backend, values, options)  # a feed-forward --model: deployed on chips
+        if report is None:
+            net, data = load_model_and_data(args)
+            report = run_sweep(
+                net,
+                data,
+                backend,
+                args.param,
+                values,
+                seeds=args.seeds,
+                steps=args.steps,
+                tol=args.tol,
+                batch_size=args.batch,
+                options=options,
+            )
         if args.plot:
             plot_sweep(report, args.plot)
     if args.json:

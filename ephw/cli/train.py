@@ -83,6 +83,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=_DEF.device)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--noise-aware",
+        default=None,
+        metavar="PRESET[@T]",
+        help="noise-aware training: every batch on weights drawn from a chip of PRESET read at T s",
+    )
     p.set_defaults(func=run_train_ep)
     add_classifier_parsers(kinds)
 
@@ -126,6 +132,12 @@ def add_classifier_parsers(kinds: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default=_BP.device)
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        p.add_argument(
+            "--noise-aware",
+            default=None,
+            metavar="PRESET[@T]",
+            help="noise-aware training: every batch on weights drawn from a chip of PRESET read at T s",
+        )
     adv.add_argument("--eps", type=float, default=_ADV.eps, help="l2 radius of the training attack (images in [0, 1])")
     adv.add_argument("--pgd-steps", type=int, default=_ADV.pgd_steps, help="PGD iterations per batch (paper: 200)")
     adv.add_argument("--pgd-step-size", type=float, default=None, help="l2 step length (default 2.5 eps / steps)")
@@ -161,6 +173,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         resume=args.resume,
+        noise_aware=args.noise_aware,
     )
     if args.trainer == "bp":
         settings = BPTrainSettings(**common)
@@ -213,6 +226,7 @@ def run_train_ep(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         resume=args.resume,
+        noise_aware=args.noise_aware,
     )
     if settings.backend not in backend_names():
         raise InputError(f"unknown backend {settings.backend!r}; valid backends: {', '.join(backend_names())}")

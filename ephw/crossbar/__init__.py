@@ -3,8 +3,9 @@
 ``CrossbarArray.program(W, params)`` programs a weight matrix onto tiles;
 ``read(x)`` ≈ ``x @ W.T`` and ``read_transposed(v)`` ≈ ``v @ W`` go through the same
 programmed chip. ``CrossbarParams`` holds one dataclass per non-ideality, every one
-off by default; ``load_params`` builds parameters from a preset (``ideal``, ``rram``,
-``pcm``), a TOML/JSON file and ``key=value`` overrides. See ``docs/crossbar.md``.
+off by default; ``load_params`` builds parameters from a preset (``ideal``, ``pcm``,
+``rram-wan2022``, ``rram-illustrative``), a TOML/JSON file and ``key=value`` overrides.
+:func:`ephw.crossbar.deploy.deploy` puts any feed-forward model on a chip. See ``docs/crossbar.md``.
 """
 
 from ephw.crossbar.array import CrossbarArray

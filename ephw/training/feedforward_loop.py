@@ -56,6 +56,7 @@ class SGDSettings:
     device: str = "cpu"
     progress: bool = True
     resume: bool = False
+    noise_aware: str | None = None  # PRESET[@T_SECONDS]: ephw.training.noise_aware
 
 
 def resolve_augment(s: SGDSettings) -> bool:

@@ -24,6 +24,7 @@ from ephw.data import ImageSet, random_crop_flip
 from ephw.errors import ConfigError
 from ephw.model import EnergyModel
 from ephw.signals import deferred
+from ephw.training import noise_aware
 from ephw.training.run import Position, RunDir, epoch_batches, seeded
 
 #: ``(x, y, idx, epoch, batch) -> logs``: one training step on the (augmented) batch
@@ -87,6 +88,7 @@ def fit(
     ``model.pt`` is left to the trainer, which holds :func:`~ephw.training.run.run_lock`.
     """
     check_loop_settings(s)
+    step = noise_aware.wrap_step(step, model, getattr(s, "noise_aware", None), s.seed, meta)  # --noise-aware
     max_batches = getattr(s, "max_batches", None)
     device = torch.device(s.device)
     model.to(device)

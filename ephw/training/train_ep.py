@@ -61,6 +61,7 @@ class EPTrainSettings:
     device: str = "cpu"
     progress: bool = True
     resume: bool = False
+    noise_aware: str | None = None  # PRESET[@T_SECONDS]: ephw.training.noise_aware
 
 
 #: Defaults for CIFAR-10/100 (``cpu-small``): Laborieux et al.'s batch size and weight

@@ -104,3 +104,31 @@ def test_wrap_step_records_the_option() -> None:
         NoiseAware.parse("pcm@soon")
     with pytest.raises(ConfigError):
         NoiseAware.parse("flash")
+
+
+@pytest.mark.slow
+def test_feedforward_sweep_over_drift_time_and_cli(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from ephw.crossbar.deploy import run_feedforward_sweep
+    from ephw.data import load_dataset
+    from ephw.feedforward import save_feedforward
+    from ephw.sweep import plot_sweep
+
+    model = _student().float()
+    data = load_dataset("digits", "test").subset(40)
+    report = run_feedforward_sweep(model, data, "drift_time", [20, 86400], seeds=2, options={"preset": "pcm"})
+    assert report["reference"] == "digital" and [r["value"] for r in report["rows"]] == [20, 86400]
+    dev = [r["mean_abs_state_diff"]["mean"] for r in report["rows"]]
+    assert 0 < dev[0] and len(report["rows"][0]["accuracy"]["values"]) == 2
+    plot_sweep(report, str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+    path = save_feedforward(tmp_path / "student.pt", model, {"data": "digits"})
+    cmd = [sys.executable, "-m", "ephw", "sweep", "--model", str(path), "--crossbar-preset", "pcm", "--n", "24"]
+    cmd += ["--param", "drift.t_seconds", "--values", "1,3.15e7", "--seeds", "2", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)["rows"]
+    assert [r["value"] for r in rows] == [1, 3.15e7]
