@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ephw.cli.common import DTYPES
+from ephw.errors import ConfigError
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +21,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--grad",
         default=None,
-        help="override every EP model's gradient mode: bptt:K, bptt:K:fixed, implicit[:MAX_ITER] or bpda",
+        help="override every EP model's gradient mode: bptt:K, bptt:K:fixed, implicit[:MAX_ITER], intermediate:K, bpda",
     )
     r.add_argument("--limit", type=int, default=None, help="compute at most this many rows, then stop")
+    r.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="compute shard K (0-based) of N into RESULTS.shard-K-of-N.jsonl (independent jobs, e.g. SLURM arrays; "
+        "under torchrun each rank is a shard by itself)",
+    )
+    r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the config's [run] device)")
     r.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=run_cmd)
@@ -30,6 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q = kinds.add_parser("report", help="markdown table, paper-style figures and the obfuscation checklist")
     q.add_argument("results", help="results file of `ephw robustness run`")
     q.add_argument("--out", default=None, help="report folder (default: RESULTS without .jsonl, + '-report')")
+    q.add_argument("--device", default=None, help="accepted like every command's; a report computes nothing on it")
     q.set_defaults(func=report_cmd)
 
 
@@ -37,13 +47,21 @@ def run_cmd(args: argparse.Namespace) -> int:
     from ephw.robustness.config import load_config
     from ephw.robustness.gradients import parse_grad
     from ephw.robustness.runner import run_robustness
+    from ephw.robustness.shards import parse_shard
 
     cfg = load_config(args.config)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.device is not None:
+        cfg = dataclasses.replace(cfg, device=args.device)
     if args.grad is not None:
         parse_grad(args.grad)
         cfg = dataclasses.replace(cfg, models=tuple(dataclasses.replace(m, grad=args.grad) for m in cfg.models))
     out = Path(args.out) if args.out else Path("runs/robustness") / (Path(args.config).stem + ".jsonl")
-    summary = run_robustness(cfg, out, progress=not args.no_progress, limit=args.limit, dtype=DTYPES[args.dtype])
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    summary = run_robustness(
+        cfg, out, progress=not args.no_progress, limit=args.limit, dtype=DTYPES[args.dtype], shard=shard
+    )
     print(
         json.dumps(
             {

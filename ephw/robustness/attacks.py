@@ -1,17 +1,25 @@
 """Adversarial attacks from maintained libraries, one ``(attack, eps, seed)`` at a time.
 
 * PGD (l2 / linf) with a fixed step: foolbox 3.3.4 ``L2PGD`` / ``LinfPGD``; the step is
-  ``rel_stepsize * eps`` with LANL's default ``rel_stepsize = 2.5 / steps``.
+  ``rel_stepsize * eps`` (default ``2.5 / steps``: Madry et al.; LANL). The total distance the
+  attack can travel, ``steps * rel_stepsize * eps``, must be at least ``2 eps`` (checked).
+  ``restarts = R`` runs R random starts, each on the images no earlier start broke (the
+  per-image best over restarts); restart ``r`` draws from its own seed, so restarts
+  ``R..2R-1`` (the checklist's doubled-restarts rerun) extend a finished run exactly.
+  ``start`` (a warm start) begins the single run at given images instead of a random point;
+  ``eot = N`` averages the logits of ``N`` forward passes per gradient (expectation over
+  transformation, for models with read noise).
 * AutoAttack (linf / l2): the official implementation (``pyautoattack``), ``version='standard'``
-  for reported numbers (APGD-CE, APGD-T, FAB-T, Square); ``version='custom'`` with
-  ``attacks=[...]`` for cheaper runs.
+  (APGD-CE, APGD-T, FAB-T, Square), ``'rand'`` (APGD-CE/DLR with EOT, for randomised models)
+  or ``'custom'`` with ``attacks=[...]`` (``restarts`` sets APGD's restarts, ``n_queries``
+  its Square's budget).
 * Square (black box): ``pyautoattack.square.SquareAttack`` with AutoAttack's settings
   (``p_init = 0.8``, no rescaled schedule, one restart).
 
-Every attack returns, per image, whether the model still classifies it correctly.
-Libraries draw from torch's global generator: each call seeds it with the row's seed
-inside ``torch.random.fork_rng``, so results are reproducible and the caller's random
-state is left untouched.
+Every attack returns, per image, whether the model still classifies the returned image
+correctly, and the returned images. Libraries draw from torch's global generator: each call
+seeds it with the row's seed inside ``torch.random.fork_rng``, so results are reproducible and
+the caller's random state is left untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ephw.errors import ConfigError
 from ephw.robustness.models import Classifier
@@ -31,6 +39,14 @@ METHODS = ("pgd", "autoattack", "square")
 NORMS = ("L2", "Linf")
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+#: AutoAttack versions and their attack lists (``custom``: the spec's own list).
+AA_LISTS = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
+#: PGD must be able to travel at least this many eps in total (``steps * rel_stepsize``).
+MIN_TRAVEL = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,9 +58,15 @@ class AttackSpec:
         method: ``"pgd"``, ``"autoattack"`` or ``"square"``.
         norm: ``"L2"`` or ``"Linf"``.
         eps: the grid of perturbation budgets (image units, pixels in ``[0, 1]``).
-        steps: PGD iterations (LANL: 20 for the figures' PGD).
+        steps: PGD iterations.
         rel_stepsize: PGD step / eps; default ``2.5 / steps`` (Madry et al.; LANL).
         random_start: PGD starts from a uniform draw in the eps-ball.
+        restarts: PGD random starts (per-image best); APGD restarts inside AutoAttack ``custom``.
+        eot: forward passes averaged per gradient (PGD), AutoAttack's ``eot_iter`` (``rand``);
+            ``None``: 1 for PGD, the library's 20 for ``rand``.
+        cascade: run only on the images that survived every earlier attack of the run on
+            the same model, norm, eps and seed (AutoAttack's way of paying only for
+            survivors); the row's accuracy is then the worst case over those attacks.
         version: AutoAttack version; ``attacks``: its attack list when ``version = "custom"``.
         n_queries: Square queries (AutoAttack standard: 5000); also the budget of the
             Square inside AutoAttack when ``version = "custom"`` lists ``"square"``.
@@ -59,6 +81,9 @@ class AttackSpec:
     steps: int = 20
     rel_stepsize: float | None = None
     random_start: bool = True
+    restarts: int = 1
+    eot: int | None = None
+    cascade: bool = False
     version: str = "standard"
     attacks: tuple[str, ...] = ()
     n_queries: int = 5000
@@ -73,8 +98,10 @@ class AttackSpec:
             raise ConfigError(f"{where}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
         if not self.eps or any(not e >= 0 for e in self.eps):
             raise ConfigError(f"{where}: eps must be a non-empty list of numbers >= 0, got {self.eps}")
-        if self.steps < 1 or self.n_queries < 1 or self.batch_size < 1:
-            raise ConfigError(f"{where}: steps, n_queries and batch_size must be >= 1")
+        if self.steps < 1 or self.n_queries < 1 or self.batch_size < 1 or self.restarts < 1:
+            raise ConfigError(f"{where}: steps, restarts, n_queries and batch_size must be >= 1")
+        if self.eot is not None and self.eot < 1:
+            raise ConfigError(f"{where}: eot must be >= 1, got {self.eot}")
         if self.version not in AA_VERSIONS:
             raise ConfigError(f"{where}: unknown AutoAttack version {self.version!r}; valid: {', '.join(AA_VERSIONS)}")
         bad = [a for a in self.attacks if a not in AA_ATTACKS]
@@ -82,6 +109,12 @@ class AttackSpec:
             raise ConfigError(f"{where}: unknown AutoAttack attacks {bad}; valid: {', '.join(AA_ATTACKS)}")
         if self.method == "autoattack" and (self.version == "custom") != bool(self.attacks):
             raise ConfigError(f"{where}: AutoAttack takes an attacks list exactly when version = 'custom'")
+        if self.method == "pgd" and self.steps * self.step_size < MIN_TRAVEL - 1e-9:
+            raise ConfigError(
+                f"{where}: steps x rel_stepsize = {self.steps} x {self.step_size:g} = "
+                f"{self.steps * self.step_size:g} eps of travel; it must be >= {MIN_TRAVEL:g} eps "
+                "(more steps or a larger rel_stepsize)"
+            )
 
     @property
     def step_size(self) -> float:
@@ -89,8 +122,20 @@ class AttackSpec:
         return self.rel_stepsize if self.rel_stepsize is not None else 2.5 / self.steps
 
     @property
+    def library_attacks(self) -> tuple[str, ...]:
+        """The attacks AutoAttack runs (``()`` for PGD and Square)."""
+        if self.method != "autoattack":
+            return ()
+        return self.attacks if self.version == "custom" else AA_LISTS[self.version]
+
+    @property
     def white_box(self) -> bool:
-        return self.method != "square"
+        """True for a pure gradient attack (PGD, or AutoAttack without its Square stage)."""
+        return self.method == "pgd" or (self.method == "autoattack" and "square" not in self.library_attacks)
+
+    @property
+    def black_box(self) -> bool:
+        return self.method == "square"
 
 
 @dataclass
@@ -98,10 +143,11 @@ class AttackOutcome:
     """Per-image result of one attack at one eps.
 
     Attributes:
-        correct: ``(n,)`` bool, the model still predicts the label on the attacked image.
+        correct: ``(n,)`` bool, the model still predicts the label on the returned image.
         seconds: wall-clock time of the attack.
-        notes: facts worth keeping with the row (library warnings, per-attack accuracies).
-        adv: the attacked images ``(n, C, H, W)`` (PGD only; replayed by transfer checks).
+        notes: facts worth keeping with the row (library warnings, per-restart survivors).
+        adv: the returned images ``(n, C, H, W)`` (replayed by transfer and warm-start checks,
+            judged again on fresh draws for stochastic models).
     """
 
     correct: Tensor
@@ -123,47 +169,126 @@ class _Collect(logging.Handler):
             self.messages.append(msg)
 
 
+class MeanLogits(nn.Module):
+    """``mean_k module(x)`` over ``n`` forward passes: the EOT estimate for a stochastic model."""
+
+    def __init__(self, module: nn.Module, n: int) -> None:
+        super().__init__()
+        self.module, self.n = module, int(n)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([self.module(x) for _ in range(self.n)]).mean(0)
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The torch seed of PGD restart ``restart`` of a row seeded ``seed`` (restart 0 = the seed itself)."""
+    return seed if restart == 0 else seed * 1_000_003 + 7919 * restart
+
+
 def run_attack(
-    model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int, steps: int | None = None
+    model: Classifier,
+    spec: AttackSpec,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    seed: int,
+    steps: int | None = None,
+    *,
+    restarts: range | None = None,
+    start: Tensor | None = None,
+    eot: int | None = None,
 ) -> AttackOutcome:
     """Attack ``model`` on images ``x`` ``(n, C, H, W)`` in ``[0, 1]`` with labels ``y`` ``(n,)`` at ``eps``.
 
-    ``steps`` overrides the PGD iterations (the checklist's doubled-iterations rerun).
+    Args:
+        steps: overrides the PGD iterations at the spec's fixed step size (the checklist's
+            doubled-steps rerun: twice the travel).
+        restarts: which PGD restarts to run (default ``range(spec.restarts)``).
+        start: PGD warm start ``(n, C, H, W)`` (e.g. a surrogate's adversarials); one run, no random start.
+        eot: overrides the spec's EOT count.
+
     At ``eps = 0`` AutoAttack and Square are skipped and the clean predictions returned
     (there is nothing to search); PGD runs as usual.
     """
-    start = time.perf_counter()
-    adv = None
+    t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if spec.method == "pgd":
-            correct, notes, adv = _pgd(model, spec, x, y, eps, steps or spec.steps)
+            runs = range(1) if start is not None else (restarts or range(spec.restarts))
+            correct, notes, adv = _pgd(model, spec, x, y, eps, steps or spec.steps, seed, runs, start, eot or spec.eot)
         elif eps == 0:
-            correct, notes = model.predict(x, spec.batch_size) == y, {"eps0": "clean predictions"}
+            correct, notes, adv = model.predict(x, spec.batch_size) == y, {"eps0": "clean predictions"}, x.clone()
         elif spec.method == "autoattack":
-            correct, notes = _autoattack(model, spec, x, y, eps, seed)
+            correct, notes, adv = _autoattack(model, spec, x, y, eps, seed, eot or spec.eot)
         else:
-            correct, notes = _square(model, spec, x, y, eps, seed)
-    return AttackOutcome(correct.cpu(), time.perf_counter() - start, notes, adv)
+            correct, notes, adv = _square(model, spec, x, y, eps, seed)
+    return AttackOutcome(correct.cpu(), time.perf_counter() - t0, notes, adv)
 
 
-def _pgd(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, steps: int):
+def _pgd_class(norm: str, start: Tensor | None) -> type:
     import foolbox as fb
 
-    fmodel = fb.PyTorchModel(model.module, bounds=(0.0, 1.0), device=x.device)
-    cls = fb.attacks.L2PGD if spec.norm == "L2" else fb.attacks.LinfPGD
-    rel = spec.rel_stepsize if spec.rel_stepsize is not None else 2.5 / steps
-    attack = cls(rel_stepsize=rel, steps=steps, random_start=spec.random_start)
-    correct, advs = [], []
-    for xb, yb in zip(x.split(spec.batch_size), y.split(spec.batch_size)):
-        _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
-        with torch.no_grad():  # the verdict is the model's own prediction on the returned images
-            correct.append(model.module(clipped).argmax(1) == yb)
-        advs.append(clipped.detach())
-    return torch.cat(correct), {"steps": steps, "rel_stepsize": rel}, torch.cat(advs)
+    base = fb.attacks.L2PGD if norm == "L2" else fb.attacks.LinfPGD
+    if start is None:
+        return base
+
+    class WarmStarted(base):  # foolbox's own PGD, started at given points instead of a random draw
+        warm: Any = None
+
+        def get_random_start(self, x0, epsilon):  # noqa: ANN001, ANN202
+            return self.project(type(x0)(self.warm), x0, epsilon)
+
+    return WarmStarted
 
 
-def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int):
+def _pgd(
+    model: Classifier,
+    spec: AttackSpec,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    steps: int,
+    seed: int,
+    runs: range,
+    start: Tensor | None,
+    eot: int | None,
+):
+    import foolbox as fb
+
+    module = model.module if (eot or 1) == 1 else MeanLogits(model.module, eot).eval()
+    fmodel = fb.PyTorchModel(module, bounds=(0.0, 1.0), device=x.device)
+    rel = spec.step_size  # fixed: doubling the steps doubles the distance the attack can travel
+    attack = _pgd_class(spec.norm, start)(
+        rel_stepsize=rel, steps=steps, random_start=spec.random_start or start is not None
+    )
+    alive = torch.ones(len(y), dtype=torch.bool, device=y.device)
+    adv = x.clone()
+    survivors = []
+    for r in runs:
+        idx = alive.nonzero().flatten()
+        if len(idx) == 0:
+            survivors.append(0)
+            continue
+        torch.manual_seed(restart_seed(seed, r))
+        for part in idx.split(spec.batch_size):
+            if start is not None:
+                attack.warm = start[part]
+            xb, yb = x[part], y[part]
+            _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
+            with torch.no_grad():  # the verdict is the model's own prediction on the returned images
+                ok = model.module(clipped).argmax(1) == yb
+            adv[part] = clipped.detach()  # survivors keep the last restart's images
+            alive[part] = ok
+        survivors.append(int(alive.sum()))
+    notes = {"steps": steps, "rel_stepsize": rel, "restarts": [runs.start, runs.stop], "survivors": survivors}
+    if eot:
+        notes["eot"] = eot
+    if start is not None:
+        notes["warm_start"] = True
+    return alive, notes, adv
+
+
+def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int, eot: int | None):
     from pyautoattack import AutoAttack
 
     logger = logging.getLogger("auto-attack")
@@ -181,10 +306,14 @@ def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: 
         )
         if spec.version == "custom":
             aa.square.n_queries = spec.n_queries
-        _, y_adv = aa.run_standard_evaluation(x, y, batch_size=spec.batch_size)
+            aa.apgd.n_restarts = spec.restarts
+        if eot is not None:
+            aa.apgd.eot_iter = eot
+        x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=spec.batch_size)
     finally:
         logger.removeHandler(handler)
-    return (y_adv == y), {"aa_attacks": list(aa.attacks_to_run), "aa_warnings": handler.messages}
+    notes = {"aa_attacks": list(aa.attacks_to_run), "aa_warnings": handler.messages, "eot": aa.apgd.eot_iter}
+    return (y_adv == y), notes, x_adv.detach()
 
 
 def _square(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int):
@@ -202,9 +331,10 @@ def _square(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: floa
         resc_schedule=False,
         device=x.device,
     )
-    correct = []
+    correct, advs = [], []
     with torch.no_grad():
         for xb, yb in zip(x.split(spec.batch_size), y.split(spec.batch_size)):
             adv = attack.perturb(xb, yb)
             correct.append(model.module(adv).argmax(1) == yb)
-    return torch.cat(correct), {"n_queries": spec.n_queries}
+            advs.append(adv)
+    return torch.cat(correct), {"n_queries": spec.n_queries}, torch.cat(advs)

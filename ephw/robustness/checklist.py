@@ -1,24 +1,33 @@
 """The gradient-obfuscation checklist (Carlini et al. 2019, "On evaluating adversarial robustness").
 
 Computed from the result rows of a run (pure functions, no model needed), stored next to
-the results and printed at the top of every report. Each item has, per model (and
-attack), a status ``pass`` / ``FAIL`` / ``not checked``; an item with no data is shown as
-``not checked``, never dropped.
+the results and printed at the top of every report. Each item has, per model (and attack),
+a status ``pass`` / ``FAIL`` / ``not checked`` and a detail that says what was compared and
+by how much; an item with no data is shown as ``not checked``, never dropped. Accuracies are
+seed means; "points" are percentage points.
 
 Items:
 
-1. ``monotone`` -- accuracy does not increase with eps (seed means, tolerance ``monotone_tol``).
-2. ``chance`` -- accuracy at the largest eps is near chance (<= 1/classes + ``chance_margin``);
-   if not, the grid is too small or the attack is failing.
-3. ``whitebox-le-blackbox`` -- a white-box attack is at least as strong as Square (same
-   norm and eps): acc(white-box) <= acc(Square) + ``blackbox_tol``.
-4. ``double-steps`` -- doubling the PGD iterations lowers accuracy by less than ``steps_drop``.
-5. ``transfer`` -- PGD adversarials of a feed-forward surrogate are not stronger than the
-   white-box attack on the model itself: acc(transfer) >= acc(white-box) - ``transfer_tol``.
-6. ``zero-gradients`` -- at most ``zero_grad_max`` of the images have an identically zero
-   input gradient of the loss (vanishing gradients make white-box attacks fail silently).
-7. ``library-warnings`` -- AutoAttack's own checks (randomised/dynamic defence, zero
-   gradients, Square stronger than the gradient attacks) raised no warning.
+1. ``monotone`` -- accuracy does not increase with eps (tolerance ``monotone_tol``).
+2. ``chance`` -- accuracy at the largest eps is near chance (<= 1/classes + ``chance_margin``).
+3. ``blackbox`` -- per image: Square breaks at most ``blackbox_tol`` of the images that every
+   pure-gradient attack of the same norm and eps left standing (PGD, or AutoAttack without its
+   Square stage; ``standard`` AutoAttack contains Square and does not count as white-box).
+4. ``double-steps`` -- twice the PGD iterations *at the same step size* (twice the travel),
+   run on the survivors, breaks fewer than ``steps_drop`` more.
+5. ``double-restarts`` -- PGD restarts ``R..2R-1`` on the survivors break fewer than ``restarts_drop`` more.
+6. ``transfer`` -- replayed surrogate adversarials are not stronger than the white-box
+   attack: acc(transfer) >= acc(white-box) - ``transfer_tol``.
+7. ``warm-start`` -- the model's own PGD started at a surrogate's adversarials is not stronger
+   than from random starts: acc(warm) >= acc(white-box) - ``transfer_tol``.
+8. ``grad-sweep`` (EP models) -- across gradient modes (``bptt:K`` for several K, ``implicit``,
+   ``intermediate:K``) no mode is stronger than the model's own by ``sweep_tol`` or more, and
+   accuracy has stopped falling between the two largest K.
+9. ``eot`` (stochastic models) -- accuracy has stopped falling between the two largest EOT counts,
+   and a stochastic model was attacked with EOT at all.
+10. ``zero-gradients`` -- at most ``zero_grad_max`` of the images have an identically zero
+    input gradient of the loss.
+11. ``library-warnings`` -- AutoAttack's own checks raised no warning.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ephw.robustness import survival
 
 PASS, FAIL, UNCHECKED = "pass", "FAIL", "not checked"
 
@@ -39,8 +50,11 @@ class Thresholds:
     monotone_tol: float = 0.01
     chance_margin: float = 0.10
     blackbox_tol: float = 0.01
-    steps_drop: float = 0.02
+    steps_drop: float = 0.01
+    restarts_drop: float = 0.01
     transfer_tol: float = 0.01
+    sweep_tol: float = 0.01
+    eot_tol: float = 0.01
     zero_grad_max: float = 0.05
 
 
@@ -48,12 +62,29 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _pts(frac: float) -> str:
+    return f"{100 * frac:.1f} points"
+
+
+def _main(r: dict[str, Any]) -> bool:
+    return r.get("kind") == "attack" and r.get("check") is None
+
+
 def _by_eps(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[float, dict[int, float]]]:
-    """``(model, attack) -> eps -> seed -> accuracy`` of the main (non-check) attack rows."""
+    """``(model, attack) -> eps -> seed -> accuracy`` of the main (standalone, non-check) attack rows."""
     out: dict[tuple[str, str], dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
-        if r.get("kind") == "attack" and r.get("check") is None:
+        if _main(r):
             out[(r["model"], r["attack"])][float(r["eps"])][int(r["seed"])] = float(r["accuracy"])
+    return out
+
+
+def _checks(rows: list[dict[str, Any]], prefix: str) -> dict[tuple, dict[int, dict[str, Any]]]:
+    """``(model, attack, eps, check) -> seed -> row`` of the reruns whose check starts with ``prefix``."""
+    out: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if r.get("kind") == "attack" and (r.get("check") or "").startswith(prefix):
+            out[(r["model"], r["attack"], float(r["eps"]), r["check"])][int(r["seed"])] = r
     return out
 
 
@@ -68,6 +99,86 @@ def _item(ident: str, title: str, findings: list[dict[str, Any]], why_unchecked:
     if not findings:
         findings = [_finding("-", None, None, why_unchecked)]
     return {"id": ident, "title": title, "status": status, "findings": findings}
+
+
+def _vs_base(
+    grid: dict, rows_by: dict[tuple, dict[int, dict[str, Any]]], what: str, tol: float, marginal: bool
+) -> list[dict[str, Any]]:
+    """Findings comparing reruns to their base (main) rows, seed by seed.
+
+    ``marginal``: compare accuracies (transfer, warm start: standalone reruns); else the rerun
+    ran on the base's survivors and its accuracy is the base-and-rerun worst case (drop = extra broken).
+    """
+    found = []
+    for (model, attack, eps, check), seeds in sorted(rows_by.items()):
+        base = grid.get((model, attack), {}).get(eps, {})
+        common = sorted(set(seeds) & set(base))
+        if not common:
+            found.append(_finding(model, attack, None, f"eps {eps:.4g}: {check}: no base rows to compare"))
+            continue
+        acc_b = _mean([base[s] for s in common])
+        acc_r = _mean([float(seeds[s]["accuracy"]) for s in common])
+        drop = acc_b - acc_r
+        if marginal:
+            ok = acc_r >= acc_b - tol
+            detail = (
+                f"eps {eps:.4g}: {check} {100 * acc_r:.1f} % vs white-box {100 * acc_b:.1f} % "
+                f"({'stronger' if drop > 0 else 'weaker'} by {_pts(abs(drop))}; tolerance {_pts(tol)})"
+            )
+        else:
+            ok = drop < tol
+            detail = (
+                f"eps {eps:.4g}: {what} breaks {_pts(drop)} more ({100 * acc_b:.1f} % -> {100 * acc_r:.1f} %; "
+                f"must be < {_pts(tol)})"
+            )
+        found.append(_finding(model, attack, ok, detail))
+    return found
+
+
+def _sweep(grid: dict, rows: list[dict[str, Any]], prefix: str, tol: float, base_label) -> list[dict[str, Any]]:
+    """Findings of a sweep (``grad:`` or ``eot:`` reruns at one eps): no setting much stronger than the
+    model's own, and accuracy stopped falling between the two largest K / EOT counts."""
+    groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    own: dict[tuple, str] = {}
+    for r in rows:
+        if r.get("kind") == "attack" and (r.get("check") or "").startswith(prefix):
+            key = (r["model"], r["attack"], float(r["eps"]))
+            groups[key][r["check"].split(":", 1)[1]][int(r["seed"])] = float(r["accuracy"])
+            own[key] = base_label(r)
+    found = []
+    for (model, attack, eps), by_mode in sorted(groups.items()):
+        base = grid.get((model, attack), {}).get(eps, {})
+        means = {m: _mean(list(v.values())) for m, v in by_mode.items()}
+        problems = []
+        if base:
+            acc_b = _mean(list(base.values()))
+            label = own[(model, attack, eps)]
+            means.setdefault(label, acc_b)
+            strongest = min(means, key=means.get)
+            if means[strongest] < acc_b - tol:
+                problems.append(
+                    f"{strongest} is stronger than the model's own {label} by {_pts(acc_b - means[strongest])}"
+                )
+        ladder = sorted(((_order_key(m), m) for m in means if _order_key(m) is not None))
+        if len(ladder) >= 2:
+            (_, prev), (_, last) = ladder[-2], ladder[-1]
+            fall = means[prev] - means[last]
+            if fall >= tol:
+                problems.append(f"still falling: {prev} {100 * means[prev]:.1f} % -> {last} {100 * means[last]:.1f} %")
+        shown = ", ".join(f"{m} {100 * a:.1f}" for m, a in sorted(means.items(), key=lambda kv: str(kv[0])))
+        detail = f"eps {eps:.4g}: " + ("; ".join(problems) + f" ({shown})" if problems else f"flat: {shown}")
+        found.append(_finding(model, attack, not problems, detail))
+    return found
+
+
+def _order_key(mode: str) -> int | None:
+    """K of ``bptt:K`` (the unroll ladder) or an EOT count; ``None`` for other modes."""
+    parts = mode.split(":")
+    if parts[0] == "bptt" and len(parts) == 2:
+        return int(parts[1])
+    if parts[0].isdigit():
+        return int(parts[0])
+    return None
 
 
 def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[str, Any]:
@@ -101,77 +212,106 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         found.append(_finding(model, attack, acc <= limit, f"eps {top:.4g}: accuracy {acc:.3f} (limit {limit:.3f})"))
     items.append(_item("chance", "accuracy at the largest eps near chance", found, "no attack rows"))
 
-    # 3. white-box <= black-box (Square) at the same norm and eps
+    # 3. Square vs every pure-gradient attack, per image
     found = []
-    for (model, attack), eps_rows in sorted(grid.items()):
-        m = meta[(model, attack)]
-        if m.get("method") == "square":
-            continue
-        for (model2, sq), sq_rows in sorted(grid.items()):
-            m2 = meta[(model2, sq)]
-            if model2 != model or m2.get("method") != "square" or m2.get("norm") != m.get("norm"):
-                continue
-            common = sorted(set(eps_rows) & set(sq_rows))
-            bad = []
-            for e in common:
-                wb, bb = _mean(list(eps_rows[e].values())), _mean(list(sq_rows[e].values()))
-                if wb > bb + th.blackbox_tol:
-                    bad.append(f"eps {e:.4g}: {attack} {wb:.3f} > {sq} {bb:.3f}")
-            if common:
-                detail = "; ".join(bad) or f"{len(common)} common eps, white-box never weaker than {sq}"
-                found.append(_finding(model, attack, not bad, detail))
+    by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "attack" and r.get("survival") and r.get("check") in (None, "cascade"):
+            by_group[survival.group_key(r)].append(r)
+    extra: dict[tuple, dict[int, tuple[int, int, list[str]]]] = defaultdict(dict)
+    for (model, norm, eps, seed), members in by_group.items():
+        wb = [r for r in members if r.get("white_box", r.get("method") == "pgd")]
+        for sq in (r for r in members if r.get("black_box", r.get("method") == "square")):
+            if wb:
+                k = survival.extra_broken(sq, wb)
+                extra[(model, sq["attack"], eps)][seed] = (k, int(sq["n"]), sorted({w["attack"] for w in wb}))
+    for (model, attack, eps), seeds in sorted(extra.items()):
+        frac = _mean([k / n for k, n, _ in seeds.values()])
+        names = ", ".join(next(iter(seeds.values()))[2])
+        kmean = _mean([k for k, _, _ in seeds.values()])
+        detail = (
+            f"eps {eps:.4g}: {attack} broke {_pts(frac)} ({kmean:.1f} images per seed) that every white-box "
+            f"attack ({names}) left standing (tolerance {_pts(th.blackbox_tol)})"
+        )
+        found.append(_finding(model, attack, frac <= th.blackbox_tol, detail))
     items.append(
         _item(
-            "whitebox-le-blackbox", "white-box accuracy <= Square accuracy", found, "no Square run at a shared norm/eps"
+            "blackbox",
+            "Square finds no images the gradient attacks missed",
+            found,
+            "no Square and white-box rows at a shared norm/eps",
         )
     )
 
-    # 4. doubling PGD iterations
-    found = []
-    doubled = defaultdict(dict)
-    for r in rows:
-        if r.get("kind") == "attack" and r.get("check") == "double-steps":
-            doubled[(r["model"], r["attack"], float(r["eps"]))][int(r["seed"])] = float(r["accuracy"])
-    for (model, attack, eps), seeds in sorted(doubled.items()):
-        base = grid.get((model, attack), {}).get(eps, {})
-        common = sorted(set(seeds) & set(base))
-        if not common:
-            found.append(_finding(model, attack, None, f"eps {eps:.4g}: no base rows for the doubled run"))
-            continue
-        drop = _mean([base[s] for s in common]) - _mean([seeds[s] for s in common])
-        found.append(
-            _finding(model, attack, drop < th.steps_drop, f"eps {eps:.4g}: 2x steps lowers accuracy {drop:+.3f}")
-        )
+    # 4.-7. reruns against their base rows
     items.append(
-        _item("double-steps", "doubling iterations lowers accuracy < 2 points", found, "no doubled-steps rows")
+        _item(
+            "double-steps",
+            f"2x PGD steps (same step size) breaks < {_pts(th.steps_drop)} more",
+            _vs_base(grid, _checks(rows, "double-steps"), "2x steps", th.steps_drop, marginal=False),
+            "no doubled-steps rows",
+        )
+    )
+    items.append(
+        _item(
+            "double-restarts",
+            f"2x PGD restarts breaks < {_pts(th.restarts_drop)} more",
+            _vs_base(grid, _checks(rows, "double-restarts"), "2x restarts", th.restarts_drop, marginal=False),
+            "no doubled-restarts rows",
+        )
+    )
+    items.append(
+        _item(
+            "transfer",
+            "transfer attack not stronger than white-box",
+            _vs_base(grid, _checks(rows, "transfer"), "transfer", th.transfer_tol, marginal=True),
+            "no transfer rows",
+        )
+    )
+    items.append(
+        _item(
+            "warm-start",
+            "warm-started transfer not stronger than white-box",
+            _vs_base(grid, _checks(rows, "warm:"), "warm start", th.transfer_tol, marginal=True),
+            "no warm-started rows",
+        )
     )
 
-    # 5. transfer from a feed-forward surrogate not stronger than white-box
-    found = []
-    transfer = defaultdict(dict)
-    for r in rows:
-        if r.get("kind") == "attack" and r.get("check") == "transfer":
-            transfer[(r["model"], r["attack"], float(r["eps"]), r.get("surrogate"))][int(r["seed"])] = float(
-                r["accuracy"]
-            )
-    for (model, attack, eps, surrogate), seeds in sorted(transfer.items(), key=lambda kv: kv[0][:3]):
-        base = grid.get((model, attack), {}).get(eps, {})
-        common = sorted(set(seeds) & set(base))
-        if not common:
-            found.append(_finding(model, attack, None, f"eps {eps:.4g}: no white-box rows to compare"))
-            continue
-        tr, wb = _mean([seeds[s] for s in common]), _mean([base[s] for s in common])
+    # 8. gradient-mode / unroll-length sweep
+    own_grad = {(r["model"], r["attack"]): (r.get("ep") or {}).get("grad", "own") for r in rows if _main(r)}
+    items.append(
+        _item(
+            "grad-sweep",
+            "no gradient mode stronger; accuracy stopped falling in K",
+            _sweep(grid, rows, "grad:", th.sweep_tol, lambda r: own_grad.get((r["model"], r["attack"]), "own")),
+            "no gradient-sweep rows (EP models only)",
+        )
+    )
+
+    # 9. EOT for stochastic models
+    found = _sweep(grid, rows, "eot:", th.eot_tol, lambda r: "eot:base")
+    for model in sorted({r["model"] for r in rows if r.get("kind") == "clean" and r.get("stochastic")}):
+        attacked_eot = any(
+            r["model"] == model and ((r.get("notes") or {}).get("eot") or 1) > 1
+            for r in rows
+            if r.get("kind") == "attack" and r.get("check") in (None, "cascade")  # the reported attacks
+        )
         found.append(
             _finding(
                 model,
-                attack,
-                tr >= wb - th.transfer_tol,
-                f"eps {eps:.4g}: transfer from {surrogate} {tr:.3f} vs white-box {wb:.3f}",
+                None,
+                attacked_eot,
+                "stochastic (two predictions of one batch differ); "
+                + (
+                    "a reported attack used EOT"
+                    if attacked_eot
+                    else "no reported attack used EOT: numbers overstate robustness"
+                ),
             )
         )
-    items.append(_item("transfer", "transfer attack not stronger than white-box", found, "no transfer rows"))
+    items.append(_item("eot", "stochastic models attacked with enough EOT", found, "no stochastic model"))
 
-    # 6. zero input gradients
+    # 10. zero input gradients
     found = []
     for r in rows:
         if r.get("kind") == "zero-grad":
@@ -186,7 +326,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
             )
     items.append(_item("zero-gradients", "input gradients do not vanish", found, "no gradient probe rows"))
 
-    # 7. AutoAttack's own warnings
+    # 11. AutoAttack's own warnings
     found = []
     warned = defaultdict(set)
     seen = set()

@@ -15,6 +15,7 @@ from ephw.device import resolve_device
 from ephw.errors import ConfigError
 from ephw.robustness.attacks import AttackSpec
 from ephw.robustness.corruptions import CORRUPTIONS, TABLES
+from ephw.robustness.gradients import parse_grad
 from ephw.robustness.models import ModelSpec
 
 
@@ -59,22 +60,53 @@ class CorruptionSpec:
 
 @dataclass(frozen=True)
 class Checks:
-    """The extra runs of the obfuscation checklist.
+    """The extra runs of the obfuscation checklist and of the worst case per image.
+
+    Every rerun happens at each attack's check eps (``check_eps``). Reruns that ask "does more
+    effort find more?" run as a cascade on the images the base attack left standing, so they
+    cost only the survivors.
 
     Attributes:
-        double_steps: re-run every PGD attack with twice the iterations at ``check_eps``.
-        transfer_from: name of a feed-forward model whose PGD adversarials are replayed
-            on every other model (a transfer attack); ``None`` skips the item.
-        check_eps: the eps of each attack (by name) where the reruns happen; default the
-            grid's middle value.
+        double_steps: rerun every PGD attack with twice the iterations *at the same step size*
+            (twice the travel) on its survivors.
+        double_restarts: rerun every PGD attack's restarts ``R..2R-1`` on its survivors.
+        transfer_from: surrogate model names (or ``"others"``: every other model) whose PGD
+            adversarials are replayed on each model (a transfer attack).
+        warm_start_from: surrogates (or ``"others"``) whose PGD adversarials start the model's
+            own PGD (same steps and step size, no random start): warm-started transfer.
+        check_eps: per attack name, the eps (a number or a list) of the reruns; default the
+            grid's middle value. When it names attacks, only those PGD attacks are rerun.
+        sweep_eps: per attack name, the eps of the gradient-mode and EOT sweeps (default: the
+            smallest check eps, where accuracy is still informative); when it names attacks,
+            only those are swept.
+        grad_sweep: extra gradient modes for EP models (``bptt:K`` for several K, ``implicit``,
+            ``intermediate:K``), each a full PGD rerun at the check eps.
+        eot_sweep: EOT counts for PGD on stochastic models (read noise), each a full rerun.
+        seeds: the seeds on which the effort reruns (doubled steps and restarts, gradient and
+            EOT sweeps) run, to budget them; default every seed. Transfer and warm-started
+            transfer run on every seed: they are attacks of the worst case.
         zero_grad_images: images on which the fraction of exactly-zero input gradients is
             measured per model (0 skips it).
     """
 
     double_steps: bool = True
-    transfer_from: str | None = None
-    check_eps: dict[str, float] = field(default_factory=dict)
+    double_restarts: bool = True
+    transfer_from: tuple[str, ...] | str | None = None
+    warm_start_from: tuple[str, ...] | str | None = None
+    check_eps: dict[str, Any] = field(default_factory=dict)
+    sweep_eps: dict[str, float] = field(default_factory=dict)
+    grad_sweep: tuple[str, ...] = ()
+    eot_sweep: tuple[int, ...] = ()
+    seeds: tuple[int, ...] | None = None
     zero_grad_images: int = 64
+
+    def surrogates(self, which: str, model: str, names: list[str]) -> list[str]:
+        """The surrogates of ``model`` for ``which`` (``"transfer_from"`` or ``"warm_start_from"``)."""
+        value = getattr(self, which)
+        if value is None:
+            return []
+        chosen = [n for n in names if n != model] if value == "others" else [value] if isinstance(value, str) else value
+        return [n for n in chosen if n != model]
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,9 @@ class RobustnessConfig:
         n: test images per seed; seed ``s`` draws its own ``n`` images from the test split.
         seeds: one row per seed; a seed fixes the test subset and the attack's randomness.
         device: torch device.
+        eval_draws: fresh forward passes that judge each adversarial of a stochastic model
+            (detected by predicting the same batch twice); a row reports the mean over draws
+            and, per image, whether it survived every draw.
         corruptions: natural corruptions to evaluate (``None``: none).
         checks: extra runs of the obfuscation checklist.
     """
@@ -99,6 +134,7 @@ class RobustnessConfig:
     n: int = 200
     seeds: tuple[int, ...] = (0, 1, 2)
     device: str = "cpu"
+    eval_draws: int = 8
     corruptions: CorruptionSpec | None = None
     checks: Checks = field(default_factory=Checks)
 
@@ -110,23 +146,54 @@ class RobustnessConfig:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ConfigError(f"duplicate {what} names: {', '.join(dup)}")
-        if self.n < 1 or not self.seeds:
-            raise ConfigError(f"n must be >= 1 and seeds non-empty, got n={self.n}, seeds={self.seeds}")
-        if self.checks.transfer_from is not None and self.checks.transfer_from not in {m.name for m in self.models}:
-            raise ConfigError(f"checks.transfer_from names no model: {self.checks.transfer_from!r}")
+        if self.n < 1 or not self.seeds or self.eval_draws < 1:
+            raise ConfigError(
+                f"n and eval_draws must be >= 1 and seeds non-empty, got n={self.n}, seeds={self.seeds}, "
+                f"eval_draws={self.eval_draws}"
+            )
+        names = {m.name for m in self.models}
+        for which in ("transfer_from", "warm_start_from"):
+            value = getattr(self.checks, which)
+            listed = [] if value in (None, "others") else [value] if isinstance(value, str) else list(value)
+            bad = [v for v in listed if v not in names]
+            if bad:
+                raise ConfigError(f"checks.{which} names no model: {', '.join(map(repr, bad))}")
+        if self.checks.seeds is not None and not set(self.checks.seeds) <= set(self.seeds):
+            raise ConfigError(
+                f"checks.seeds {list(self.checks.seeds)} must be among the run's seeds {list(self.seeds)}"
+            )
+        for g in self.checks.grad_sweep:
+            parse_grad(g)
+        if any(not isinstance(k, int) or k < 1 for k in self.checks.eot_sweep):
+            raise ConfigError(f"checks.eot_sweep must list integers >= 1, got {list(self.checks.eot_sweep)}")
         unknown = set(self.checks.check_eps) - {a.name for a in self.attacks}
         if unknown:
             raise ConfigError(f"checks.check_eps names unknown attacks: {', '.join(sorted(unknown))}")
+        unknown = set(self.checks.sweep_eps) - {a.name for a in self.attacks}
+        if unknown:
+            raise ConfigError(f"checks.sweep_eps names unknown attacks: {', '.join(sorted(unknown))}")
         for a in self.attacks:
-            if a.name in self.checks.check_eps and float(self.checks.check_eps[a.name]) not in a.eps:
-                raise ConfigError(f"checks.check_eps.{a.name} must be one of the attack's eps {list(a.eps)}")
+            if a.name in self.checks.sweep_eps and self.checks.sweep_eps[a.name] not in a.eps:
+                raise ConfigError(f"checks.sweep_eps.{a.name} must be one of the attack's eps {list(a.eps)}")
+            if a.name in self.checks.check_eps:
+                raw = self.checks.check_eps[a.name]
+                values = raw if isinstance(raw, (list, tuple)) else [raw]
+                if not values or any(not isinstance(v, (int, float)) or float(v) not in a.eps for v in values):
+                    raise ConfigError(f"checks.check_eps.{a.name} must be among the attack's eps {list(a.eps)}")
 
-    def check_eps(self, attack: AttackSpec) -> float:
+    def sweep_eps(self, attack: AttackSpec) -> float:
+        """The eps of the gradient-mode and EOT sweeps of ``attack``."""
+        if attack.name in self.checks.sweep_eps:
+            return float(self.checks.sweep_eps[attack.name])
+        return self.check_eps(attack)[0]
+
+    def check_eps(self, attack: AttackSpec) -> list[float]:
         """The eps where checklist reruns of ``attack`` happen."""
         if attack.name in self.checks.check_eps:
-            return float(self.checks.check_eps[attack.name])
+            raw = self.checks.check_eps[attack.name]
+            return sorted(float(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw]))
         grid = sorted(attack.eps)
-        return grid[len(grid) // 2]
+        return [grid[len(grid) // 2]]
 
 
 def _eps(value: Any, where: str) -> tuple[float, ...]:
@@ -139,11 +206,49 @@ def _eps(value: Any, where: str) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "None": (type(None),),
+}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Whether a TOML value fits a dataclass field's annotation (``int``, ``float | None``, ``tuple[...]``, ...)."""
+    for part in (p.strip() for p in annotation.split("|")):
+        base = part.split("[")[0]
+        if base in ("tuple", "list"):
+            if isinstance(value, (list, tuple)):
+                inner = part[part.index("[") + 1 : -1].split(",")[0].strip() if "[" in part else "Any"
+                if inner == "Any" or all(_type_ok(v, inner) for v in value):
+                    return True
+        elif base == "dict":
+            if isinstance(value, dict):
+                return True
+        elif base == "Any":
+            return True
+        elif base in _TYPES:
+            if isinstance(value, _TYPES[base]) and not (base in ("int", "float") and isinstance(value, bool)):
+                return True
+    return False
+
+
+def _describe(annotation: str) -> str:
+    words = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "None": "absent"}
+    parts = [p.strip() for p in annotation.split("|")]
+    return " or ".join(words.get(p, "a list" if p.startswith(("tuple", "list")) else p) for p in parts if p != "None")
+
+
 def _build(cls: type, raw: dict[str, Any], where: str, **fixed: Any) -> Any:
     allowed = {f.name for f in fields(cls)}
     extra = sorted(set(raw) - allowed)
     if extra:
         raise ConfigError(f"{where}: unknown keys {', '.join(extra)}; valid: {', '.join(sorted(allowed))}")
+    for f in fields(cls):
+        if f.name in raw and f.name not in fixed and not _type_ok(raw[f.name], str(f.type)):
+            raise ConfigError(f"{where}: {f.name} must be {_describe(str(f.type))}, got {raw[f.name]!r}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     try:
         return cls(**{**values, **fixed})
@@ -175,8 +280,20 @@ def config_from_dict(raw: dict[str, Any]) -> RobustnessConfig:
         if corr.get("names") == "all":
             corr.pop("names")
         corruptions = _build(CorruptionSpec, corr, "corruptions")
+    for section in ("run", "corruptions", "checks"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+    for section in ("models", "attacks"):
+        if not isinstance(raw.get(section, []), list) or not all(isinstance(v, dict) for v in raw.get(section, [])):
+            raise ConfigError(f"{section} must be an array of tables ([[{section}]])")
     checks_raw = dict(raw.get("checks", {}))
     check_eps = checks_raw.pop("check_eps", {})
+    if not isinstance(check_eps, dict):
+        raise ConfigError("checks.check_eps must be a table: { ATTACK = EPS or [EPS, ...] }")
+    sweep_eps = checks_raw.pop("sweep_eps", {})
+    if not isinstance(sweep_eps, dict):
+        raise ConfigError("checks.sweep_eps must be a table: { ATTACK = EPS }")
+    checks_raw["sweep_eps"] = sweep_eps
     checks = _build(Checks, checks_raw, "checks", check_eps=dict(check_eps))
     run = dict(raw.get("run", {}))
     resolve_device(run.get("device", "cpu"))
@@ -197,7 +314,15 @@ def load_config(path: str | Path) -> RobustnessConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text TOML file (binary content)")
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return config_from_dict(raw)

@@ -17,6 +17,11 @@ and ``J = dF/ds`` at ``s*``:
 * ``implicit`` -- the implicit-function gradient ``(dl/ds) (I - J)^{-1} dF/dx``: the adjoint
   ``v = (I - J)^{-T} dl/ds`` is found by the fixed-point iteration ``v <- dl/ds + J^T v``
   (vector-Jacobian products by autograd through one update at ``s*``).
+* ``intermediate:K`` -- the intermediate-state attack of Yang, Pang & Liu (2022): BPTT through
+  ``K`` updates from the null state, with the loss on the *mean of the readouts* of the
+  states after ``K/4, K/2, 3K/4`` and ``K`` updates, so the gradient also follows the
+  trajectory (for implicit models whose early iterates are more vulnerable than the
+  fixed point's truncated gradient suggests).
 * ``bpda`` -- straight-through surrogate: one bottom-up sweep ``s^n <- sigma(dPhi/ds^n)``,
   n = 1..N, at the fixed point (each layer sees the freshly updated layer below and the
   fixed-point layer above). Its gradient is the feed-forward path through the layers with
@@ -41,7 +46,7 @@ from ephw.backends import Backend, Euler, IterativeBackend
 from ephw.errors import ConfigError
 from ephw.model import EnergyModel, States
 
-GRAD_KINDS = ("bptt", "implicit", "bpda")
+GRAD_KINDS = ("bptt", "implicit", "bpda", "intermediate")
 
 #: ``StepFn(x, states) -> states``: one differentiable update of the dynamics.
 StepFn = Callable[[Tensor, Sequence[Tensor]], States]
@@ -69,7 +74,7 @@ class GradMode:
     def __post_init__(self) -> None:
         if self.kind not in GRAD_KINDS:
             raise ConfigError(f"unknown gradient mode {self.kind!r}; valid: {', '.join(GRAD_KINDS)}")
-        if self.kind == "bptt" and self.k < 1:
+        if self.kind in ("bptt", "intermediate") and self.k < 1:
             raise ConfigError(f"bptt needs K >= 1 unrolled steps, got {self.k}")
         if self.start not in ("zero", "fixed"):
             raise ConfigError(f"bptt start must be 'zero' or 'fixed', got {self.start!r}")
@@ -81,6 +86,8 @@ class GradMode:
         """The ``--grad`` spelling, e.g. ``bptt:29``, ``bptt:29:fixed``, ``implicit``, ``bpda``."""
         if self.kind == "bptt":
             return f"bptt:{self.k}" + (":fixed" if self.start == "fixed" else "")
+        if self.kind == "intermediate":
+            return f"intermediate:{self.k}"
         return self.kind
 
 
@@ -94,11 +101,15 @@ def parse_grad(spec: str) -> GradMode:
             return GradMode("bptt", k=int(parts[1]), start=start)
         if kind == "implicit" and len(parts) <= 2:
             return GradMode("implicit", max_iter=int(parts[1])) if len(parts) == 2 else GradMode("implicit")
+        if kind == "intermediate" and len(parts) == 2:
+            return GradMode("intermediate", k=int(parts[1]))
         if kind == "bpda" and len(parts) == 1:
             return GradMode("bpda")
     except ValueError:
         pass
-    raise ConfigError(f"invalid --grad {spec!r}; expected bptt:K, bptt:K:fixed, implicit[:MAX_ITER] or bpda")
+    raise ConfigError(
+        f"invalid --grad {spec!r}; expected bptt:K, bptt:K:fixed, implicit[:MAX_ITER], intermediate:K or bpda"
+    )
 
 
 @dataclass
@@ -148,6 +159,27 @@ def surrogate_states(
     for _ in range(mode.k):
         cur = step(x, cur)
     return cur
+
+
+def intermediate_checkpoints(k: int) -> list[int]:
+    """The unroll lengths whose readouts the ``intermediate:K`` mode averages (``K/4, K/2, 3K/4, K``)."""
+    return sorted({max(1, round(k * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+
+
+def surrogate_logits(
+    mode: GradMode, net: EnergyModel, step: StepFn, x: Tensor, fixed: Sequence[Tensor], stats: AdjointStats
+) -> Tensor:
+    """Logits ``(B, classes)`` carrying the mode's gradient graph to ``x`` (readout of :func:`surrogate_states`,
+    or for ``intermediate:K`` the mean readout over the trajectory's checkpoints)."""
+    if mode.kind != "intermediate":
+        return net.logits(surrogate_states(mode, net, step, x, fixed, stats))
+    marks = set(intermediate_checkpoints(mode.k))
+    cur, outs = net.zeros(x), []
+    for i in range(1, mode.k + 1):
+        cur = step(x, cur)
+        if i in marks:
+            outs.append(net.logits(cur))
+    return torch.stack(outs).mean(0)
 
 
 class _ImplicitFixedPoint(torch.autograd.Function):

@@ -1,11 +1,16 @@
 """``ephw robustness report``: markdown tables and paper-style figures from a results file.
 
-* ``report.md`` -- the obfuscation checklist first (failed items flagged), then clean
-  accuracy, robust accuracy per attack and eps (mean +- 95% CI over seeds, Student t via
+* ``report.md`` -- the obfuscation checklist first (failed items flagged), then the headline:
+  the **worst case per image** over every attack run at each norm and eps (an image counts as
+  robust only if it survived all of them), then every attack and rerun side by side at each
+  check eps, clean accuracy, robust accuracy per attack and eps (mean +- 95% CI over seeds, Student t via
   :func:`ephw.stats.mean_ci`), the checklist reruns, corruption accuracy and a class-wise
   robust-accuracy table (the seed paper's proposed future work).
-* ``attacks.png`` -- one panel per attack (the paper's Fig. 1: l2 PGD, linf AutoAttack,
-  Square): accuracy vs eps on a log axis, one line per model, 95% CI bands.
+* ``attacks.png`` -- first one "worst case per image" panel per norm, then one panel per attack
+  (the paper's Fig. 1): accuracy vs eps on a log axis, one line per model, 95% CI bands.
+
+Rows with the same key (two runs appended to one file) are counted once: the first is kept
+and every dropped duplicate is named in a warning and in the report.
 * ``corruptions.png`` -- accuracy per corruption (mean over severities) and vs severity.
 """
 
@@ -17,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ephw.errors import InputError
-from ephw.robustness import checklist
-from ephw.robustness.runner import read_rows, write_json_atomic
+from ephw.outputs import atomic_write, ensure_dir
+from ephw.robustness import checklist, shards, survival
+from ephw.robustness.runner import dedupe, read_rows, write_json_atomic
 from ephw.stats import mean_ci
 
 
@@ -47,6 +53,14 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, list[f
     for r in rows:
         if r["kind"] == "attack" and r.get("check") is None:
             out[r["attack"]][r["model"]][float(r["eps"])].append(float(r["accuracy"]))
+    return out
+
+
+def worst_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, list[float]]]]:
+    """``norm -> model -> eps -> [worst-case accuracy per seed]`` over every attack row with a survival record."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for (model, norm, eps, _seed), wc in sorted(survival.worst_case(rows).items(), key=lambda kv: str(kv[0])):
+        out[norm][model][eps].append(wc["accuracy"])
     return out
 
 
@@ -92,6 +106,8 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         body.append([it["title"], status, detail])
     out += _table(["item", "status", "details"], body) + [""]
 
+    out += _worst_case_tables(rows, models, label)
+
     clean = defaultdict(list)
     for r in rows:
         if r["kind"] == "clean":
@@ -125,11 +141,13 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         out += ["## Checklist reruns", ""]
         groups = defaultdict(list)
         for r in checks:
+            if r["check"] == "cascade":
+                continue
             groups[(r["model"], r["attack"], r["check"], r["eps"], r.get("surrogate"))].append(float(r["accuracy"]))
         body = []
         for (m, a, c, e, s), accs in sorted(groups.items()):
             base = cur.get(a, {}).get(m, {}).get(float(e), [])
-            what = f"transfer from {s}" if c == "transfer" else "2x PGD steps"
+            what = _rerun_label(c)
             body.append([label[m], a, what, f"{e:.4g}", _fmt(accs), _fmt(base) if base else "-"])
         out += _table(["model", "attack", "rerun", "eps", "rerun accuracy", "white-box accuracy"], body) + [""]
 
@@ -138,6 +156,77 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         out += _corruption_tables(corr, models, label, figures)
     out += _classwise(rows, models, label, cur)
     return "\n".join(out) + "\n"
+
+
+def _rerun_label(check: str) -> str:
+    kind, _, arg = check.partition(":")
+    return {
+        "double-steps": "2x steps, same step size (on survivors)",
+        "double-restarts": "2x restarts (on survivors)",
+        "transfer": f"transfer from {arg}",
+        "warm": f"warm-started from {arg}",
+        "grad": f"gradient {arg}",
+        "eot": f"EOT {arg}",
+        "cascade": "cascade (on survivors)",
+    }.get(kind, check)
+
+
+def _worst_case_tables(rows, models, label) -> list[str]:
+    """The headline (worst case per image) and, at each eps with reruns, every attack side by side."""
+    wc = worst_curves(rows)
+    if not wc:
+        return []
+    out = [
+        "## Worst case per image (headline)",
+        "",
+        "An image counts as robust at eps only if it survived **every** attack run on it at that norm and "
+        "eps (standalone attacks, restarts, transfer, warm-started transfer, sweeps, cascade stages) and "
+        'is classified correctly when clean — AutoAttack\'s "ensemble" robust accuracy.',
+        "",
+    ]
+    for norm in sorted(wc):
+        eps_all = sorted({e for m in wc[norm] for e in wc[norm][m]})
+        body = [[f"{e:.4g}"] + [_fmt(wc[norm][m][e]) if wc[norm][m].get(e) else "-" for m in models] for e in eps_all]
+        out += [f"### {norm}", ""] + _table(["eps"] + [label[m] for m in models], body) + [""]
+    # every attack at each eps that has reruns
+    groups: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if r["kind"] == "attack" and r.get("survival"):
+            groups[(r.get("norm"), float(r["eps"]))][survival.label(r)][r["model"]].append(float(r["accuracy"]))
+    for (norm, eps), by_label in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        if len(by_label) < 2:
+            continue
+        body = [[lab] + [_fmt(by_label[lab][m]) if by_label[lab].get(m) else "-" for m in models] for lab in by_label]
+        body.append(
+            ["**worst case per image**"]
+            + [_fmt(wc[norm][m][eps]) if wc.get(norm, {}).get(m, {}).get(eps) else "-" for m in models]
+        )
+        out += [
+            f"### Every attack at {norm} eps {eps:.4g}",
+            "",
+            "`[double-steps]`, `[double-restarts]` and `[cascade]` rows ran on the survivors of the rows before "
+            "them: their accuracy is the worst case so far.",
+            "",
+        ]
+        out += _table(["attack"] + [label[m] for m in models], body) + [""]
+    cost = _cost(rows)
+    if cost:
+        out += ["### Cost (seconds per attacked image, mean over rows)", ""]
+        out += _table(["attack", *models], [[a] + [cost[a].get(m, "-") for m in models] for a in cost]) + [""]
+    return out
+
+
+def _cost(rows) -> dict[str, dict[str, str]]:
+    """``attack label -> model -> "s/image"`` (seconds per attacked image, pooled over eps and seeds)."""
+    secs: dict = defaultdict(lambda: defaultdict(float))
+    imgs: dict = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        if r["kind"] == "attack":
+            attacked = (r.get("notes") or {}).get("attacked", r["n"])
+            lab = survival.label(r).split(" [")[0] + (f" [{r['check'].split(':')[0]}]" if r.get("check") else "")
+            secs[lab][r["model"]] += float(r["seconds"])
+            imgs[lab][r["model"]] += int(attacked)
+    return {lab: {m: f"{secs[lab][m] / imgs[lab][m]:.3g}" if imgs[lab][m] else "-" for m in secs[lab]} for lab in secs}
 
 
 def _corruption_tables(corr, models, label, figures) -> list[str]:
@@ -216,12 +305,18 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    cur = curves(rows)
+    cur = dict(curves(rows))
     attacks = [a for a in _order([r for r in rows if r["kind"] == "attack"], "attack") if a in cur]
+    meta = {r["attack"]: r for r in rows if r["kind"] == "attack"}
+    wc = worst_curves(rows)
+    for norm in sorted(wc, key=str, reverse=True):  # the headline panels first
+        name = f"worst case per image ({'ℓ2' if norm == 'L2' else 'ℓ∞'})"
+        cur[name] = wc[norm]
+        meta[name] = {"norm": norm}
+        attacks.insert(0, name)
     if not attacks:
         return False
     models = _order(rows, "model")
-    meta = {r["attack"]: r for r in rows if r["kind"] == "attack"}
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, a, letter in zip(axes[0], attacks, "abcdefghij"):
@@ -247,12 +342,12 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
         ax.set_xlabel(f"ε ({'ℓ2' if norm == 'L2' else 'ℓ∞'})")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
-        ax.set_title(f"{letter}) {a}")
+        ax.set_title(f"{letter}) {a}", fontweight="bold" if a.startswith("worst case") else "normal")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.suptitle("Accuracy vs ε (bands: 95% CI over seeds)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
     plt.close(fig)
     return True
 
@@ -303,18 +398,31 @@ def _plot_corruptions(rows, path: Path, suspect: set[str]) -> bool:
     ax2.set_ylim(0, 102)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
     plt.close(fig)
     return True
 
 
-def write_report(results: str | Path, out: str | Path) -> dict[str, Path]:
-    """Write ``report.md``, ``attacks.png``, ``corruptions.png`` and ``checklist.json`` into ``out``."""
-    rows = read_rows(results)
+def write_report(results: str | Path, out: str | Path, warn=None) -> dict[str, Path]:
+    """Write ``report.md``, ``attacks.png``, ``corruptions.png`` and ``checklist.json`` into ``out``.
+
+    Duplicate rows (same key) are dropped, the first kept; ``warn(message)`` is called once
+    naming them (default: a line on stderr), and the report lists them.
+    """
+    rows = shards.read_all(Path(results), read_rows)  # the results file and its shard files
     if not rows:
         raise InputError(f"{results} holds no result rows")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rows, dropped = dedupe(rows)
+    if dropped:
+        msg = f"{results}: dropped {len(dropped)} duplicate rows (same key): " + "; ".join(dropped[:10])
+        msg += " ..." if len(dropped) > 10 else ""
+        if warn is None:
+            import sys
+
+            print(f"ephw: warning: {msg}", file=sys.stderr)
+        else:
+            warn(msg)
+    out = ensure_dir(out)
     check = checklist.evaluate(rows)
     suspect = set(check["suspect_models"])
     files: dict[str, Path] = {}
@@ -327,6 +435,9 @@ def write_report(results: str | Path, out: str | Path) -> dict[str, Path]:
         figures["corruptions"] = "corruptions.png"
     write_json_atomic(out / "checklist.json", checklist.dumps(check))
     files["checklist"] = out / "checklist.json"
-    (out / "report.md").write_text(markdown(rows, check, figures))
+    md = markdown(rows, check, figures)
+    if dropped:
+        md += "\n## Dropped duplicate rows\n\n" + "\n".join(f"- {d}" for d in dropped) + "\n"
+    atomic_write(out / "report.md", md)
     files["report"] = out / "report.md"
     return files

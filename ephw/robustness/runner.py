@@ -14,6 +14,7 @@ row and stored next to the results (``RESULTS.checklist.json``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,15 +27,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ephw import distributed
 from ephw.data import ImageSet, load_dataset
 from ephw.data.order import stratified_order
-from ephw.errors import ConfigError, InputError
-from ephw.outputs import append_line, atomic_write
-from ephw.robustness import checklist
+from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, OutputError
+from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
+from ephw.robustness import checklist, shards, survival
 from ephw.robustness.attacks import AttackSpec, run_attack
 from ephw.robustness.config import RobustnessConfig
 from ephw.robustness.corruptions import corrupt_images
-from ephw.robustness.models import Classifier, EPClassifier, load_classifier
+from ephw.robustness.gradients import parse_grad
+from ephw.robustness.models import Classifier, EPClassifier, checkpoint_format, load_classifier
 
 #: Sub-seed that draws a seed's test subset (keeps it apart from the attacks' draws).
 SUBSET_STREAM = 7
@@ -46,7 +49,8 @@ class Task:
 
     ``kind`` is ``clean``, ``attack``, ``zero-grad`` or ``corruption``; for corruptions
     ``attack`` is the corruption name and ``eps`` the severity; ``check`` marks checklist
-    reruns (``double-steps``, ``transfer``).
+    reruns and cascade stages: ``double-steps``, ``double-restarts``, ``transfer:SURROGATE``,
+    ``warm:SURROGATE``, ``grad:MODE``, ``eot:N``, ``cascade``.
     """
 
     kind: str
@@ -66,27 +70,68 @@ def row_key(row: dict[str, Any]) -> tuple:
 
 
 # ------------------------------------------------------------------ the results file
+#: Fields every results row has (a JSON line without them is not a row of this harness).
+ROW_FIELDS = ("kind", "model", "eps", "seed")
+
+
 def read_rows(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
-    """All complete rows of a results file; with ``repair``, a torn last line is cut off the file."""
+    """All complete rows of a results file; with ``repair``, a torn last line is cut off the file.
+
+    Raises :class:`InputError` (one line, with the line number) for a line that is not JSON
+    or not a results row.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a results file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         if repair:
             with path.open("r+b") as fh:
                 fh.truncate(cut)
         data = data[:cut]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a results file (binary content)") from None
     rows = []
-    for i, line in enumerate(data.decode().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{i}: not a results line ({exc})") from None
+        if not isinstance(row, dict) or any(k not in row for k in ROW_FIELDS):
+            raise InputError(f"{path}:{i}: not a results row (a JSON object with {', '.join(ROW_FIELDS)} expected)")
+        try:
+            row_key(row)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}:{i}: not a results row (eps and seed must be numbers)") from None
+        rows.append(row)
     return rows
+
+
+def dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows with each key once (the first kept) and a description of every dropped duplicate."""
+    seen: set[tuple] = set()
+    kept, dropped = [], []
+    for r in rows:
+        k = row_key(r)
+        if k in seen:
+            dropped.append(
+                f"{r['model']} / {r.get('attack') or r['kind']} / eps {float(r['eps']):g} / seed {r['seed']}"
+                + (f" / {r['check']}" if r.get("check") else "")
+            )
+            continue
+        seen.add(k)
+        kept.append(r)
+    return kept, dropped
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -103,27 +148,70 @@ def checklist_path(results: Path) -> Path:
 
 
 # ------------------------------------------------------------------ planning
-def plan(cfg: RobustnessConfig) -> list[Task]:
-    """Every row of a run, seed by seed (so early rows already form whole curves)."""
+def plan(
+    cfg: RobustnessConfig, stochastic: frozenset[str] = frozenset(), ep_models: frozenset[str] | None = None
+) -> list[Task]:
+    """Every row of a run, seed by seed (so early rows already form whole curves).
+
+    Per seed and model: clean, the gradient probe (first seed), the standalone attacks over
+    their grids, their checklist reruns (doubled steps / restarts on survivors, transfer and
+    warm-started transfer from each surrogate, gradient-mode and EOT sweeps), then the
+    cascade attacks, each on the images every earlier row left standing. ``stochastic``
+    names the models whose predictions are random (EOT sweeps run only for them);
+    ``ep_models`` the energy models (gradient-mode sweeps; default: EP checkpoints).
+    """
+    if ep_models is None:
+        ep_models = frozenset(m.name for m in cfg.models if _is_ep_spec(m))
     tasks: list[Task] = []
-    pgd = [a for a in cfg.attacks if a.method == "pgd"]
+    names = [m.name for m in cfg.models]
     for i, seed in enumerate(cfg.seeds):
         for m in cfg.models:
             tasks.append(Task("clean", m.name, seed))
             if i == 0 and cfg.checks.zero_grad_images > 0:
                 tasks.append(Task("zero-grad", m.name, seed))
-            for a in cfg.attacks:
+            main = [a for a in cfg.attacks if not a.cascade]
+            for a in main:
                 tasks += [Task("attack", m.name, seed, a.name, e) for e in sorted(a.eps)]
-            for a in pgd:
-                if cfg.checks.double_steps:
-                    tasks.append(Task("attack", m.name, seed, a.name, cfg.check_eps(a), "double-steps"))
-                if cfg.checks.transfer_from not in (None, m.name):
-                    tasks.append(Task("attack", m.name, seed, a.name, cfg.check_eps(a), "transfer"))
+            effort = cfg.checks.seeds is None or seed in cfg.checks.seeds  # budgeted reruns
+            for a in main:
+                if a.method != "pgd" or (cfg.checks.check_eps and a.name not in cfg.checks.check_eps):
+                    continue  # reruns only for the attacks check_eps names (when it names any)
+                for e in cfg.check_eps(a):
+                    if cfg.checks.double_steps and effort:
+                        tasks.append(Task("attack", m.name, seed, a.name, e, "double-steps"))
+                    if cfg.checks.double_restarts and effort:
+                        tasks.append(Task("attack", m.name, seed, a.name, e, "double-restarts"))
+                    for sur in cfg.checks.surrogates("transfer_from", m.name, names):
+                        tasks.append(Task("attack", m.name, seed, a.name, e, f"transfer:{sur}"))
+                    for sur in cfg.checks.surrogates("warm_start_from", m.name, names):
+                        tasks.append(Task("attack", m.name, seed, a.name, e, f"warm:{sur}"))
+                if not effort or (cfg.checks.sweep_eps and a.name not in cfg.checks.sweep_eps):
+                    continue  # sweeps only for the attacks sweep_eps names (when it names any)
+                e = cfg.sweep_eps(a)
+                if m.name in ep_models:
+                    tasks += [Task("attack", m.name, seed, a.name, e, f"grad:{g}") for g in cfg.checks.grad_sweep]
+                if m.name in stochastic:
+                    tasks += [Task("attack", m.name, seed, a.name, e, f"eot:{k}") for k in cfg.checks.eot_sweep]
+            for a in cfg.attacks:
+                if a.cascade:
+                    tasks += [Task("attack", m.name, seed, a.name, e, "cascade") for e in sorted(a.eps)]
         if cfg.corruptions is not None:
             for name in cfg.corruptions.names:
                 for sev in cfg.corruptions.severities:
                     tasks += [Task("corruption", m.name, seed, name, float(sev)) for m in cfg.models]
     return tasks
+
+
+def _is_ep_spec(spec: Any) -> bool:
+    """Whether a model spec names an EP checkpoint (``bundled`` or a file of the EP format)."""
+    if spec.path == "bundled":
+        return True
+    try:
+        from ephw.checkpoint import FORMAT
+
+        return checkpoint_format(spec.file) == FORMAT
+    except EphwError:
+        return False
 
 
 def subset(data: ImageSet, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,6 +231,25 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's contents (a checkpoint's weights, not its name)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def module_sha256(module: torch.nn.Module) -> str:
+    """sha256 of an in-memory model's parameters and buffers (names, shapes, dtypes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------ running
 class _Runner:
     def __init__(self, cfg: RobustnessConfig, dtype: torch.dtype, models: dict[str, Classifier] | None) -> None:
@@ -150,16 +257,33 @@ class _Runner:
         self.specs = {m.name: m for m in cfg.models}
         self.attacks = {a.name: a for a in cfg.attacks}
         self.models: dict[str, Classifier] = dict(models or {})
+        self.ready = set(self.models)
         self.dtype = dtype
         self._data: ImageSet | None = None
         self._subsets: dict[int, tuple] = {}
-        self._transfer: dict[tuple, torch.Tensor] = {}
+        self._surrogate: dict[tuple, torch.Tensor] = {}
         self._corrupted: dict[tuple, torch.Tensor] = {}
+        self._hashes: dict[str, str] = {}
+        self.stochastic: set[str] = set()
+        self.rows: dict[tuple, dict[str, Any]] = {}
+        self.order: dict[tuple, int] = {}
 
     def model(self, name: str) -> Classifier:
         if name not in self.models:
             self.models[name] = load_classifier(self.specs[name], self.dtype, self.cfg.device)
         return self.models[name]
+
+    def weights_hash(self, name: str) -> str:
+        """sha256 of the model's checkpoint contents (or of an in-memory model's tensors)."""
+        if name not in self._hashes:
+            if name in self.ready:
+                self._hashes[name] = module_sha256(self.models[name].module)
+            else:
+                spec = self.specs[name]
+                if not spec.file.is_file():
+                    raise CheckpointError(f"checkpoint not found: {spec.file}")
+                self._hashes[name] = file_sha256(spec.file)
+        return self._hashes[name]
 
     @property
     def data(self) -> ImageSet:
@@ -176,6 +300,17 @@ class _Runner:
             self._subsets[seed] = (idx, x.to(self.cfg.device, self.dtype), y.to(self.cfg.device))
         return self._subsets[seed]
 
+    def detect_randomness(self, name: str) -> bool:
+        """AutoAttack's test: predict the same batch twice; a model whose logits differ is stochastic."""
+        _, x, _ = self.images(self.cfg.seeds[0])
+        clf = self.model(name)
+        with torch.no_grad():
+            a, b = clf(x[:32]), clf(x[:32])
+        random = not torch.equal(a, b)
+        if random:
+            self.stochastic.add(name)
+        return random
+
     def fingerprint(self, task: Task) -> str:
         extra: Any = None
         if task.kind == "attack":  # the eps is part of the row's key, not of its settings
@@ -184,9 +319,59 @@ class _Runner:
             extra = self.cfg.corruptions.table
         elif task.kind == "zero-grad":
             extra = self.cfg.checks.zero_grad_images
-        if task.check == "transfer":
-            extra = [extra, self.specs[self.cfg.checks.transfer_from]]
-        return fingerprint(self.specs[task.model], extra, self.cfg.n, self.cfg.data, task.kind)
+        surrogate = None
+        if task.check and task.check.split(":")[0] in ("transfer", "warm"):
+            surrogate = task.check.split(":", 1)[1]
+            extra = [extra, self.specs[surrogate], self.weights_hash(surrogate)]
+        elif task.check == "cascade":  # a cascade row depends on every attack before it
+            extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], dataclasses.asdict(self.cfg.checks)]
+        return fingerprint(
+            self.specs[task.model],
+            self.weights_hash(task.model),
+            extra,
+            self.cfg.n,
+            self.cfg.data,
+            self.cfg.eval_draws,
+            task.kind,
+        )
+
+    # ------------------------------------------------------------ verdicts
+    def judge(self, clf: Classifier, adv: torch.Tensor, y: torch.Tensor, first: torch.Tensor) -> dict[str, Any]:
+        """Per-image verdict on returned images: the attack's own for a deterministic model; on
+        ``eval_draws`` fresh draws for a stochastic one (survives = correct on every draw)."""
+        if clf.name not in self.stochastic:
+            return {"survived": first}
+        draws = torch.stack([clf.predict(adv) == y for _ in range(self.cfg.eval_draws)])
+        return {
+            "survived": draws.all(0),
+            "accuracy_mean_draws": round(float(draws.float().mean()), 6),
+            "accuracy_worst_draw": round(float(draws.all(0).float().mean()), 6),
+            "draws": self.cfg.eval_draws,
+        }
+
+    def standing(self, task: Task) -> torch.Tensor:
+        """``(n,)`` bool: images left standing by every earlier row of this model, norm, eps and seed."""
+        spec = self.attacks[task.attack]
+        me = self.order[task.key]
+        records = []
+        for key, row in self.rows.items():
+            if key[1] != task.model or key[4] != task.seed or self.order.get(key, me) >= me:
+                continue
+            if row["kind"] == "clean" or (
+                row["kind"] == "attack"
+                and row.get("norm") == spec.norm
+                and round(float(row["eps"]), 9) == key[3]
+                and key[3] == round(float(task.eps), 9)
+            ):
+                if row.get("survival"):
+                    records.append(row["survival"])
+        return survival.survivors(records, self.images(task.seed)[2].shape[0])
+
+    def base_row(self, task: Task) -> dict[str, Any]:
+        key = Task("attack", task.model, task.seed, task.attack, task.eps).key
+        if key not in self.rows:
+            raise ConfigError(f"no base row for {task.model} / {task.attack} / eps {task.eps:g} / seed {task.seed}")
+        return self.rows[key]
 
     def compute(self, task: Task) -> dict[str, Any]:
         clf = self.model(task.model)
@@ -195,8 +380,15 @@ class _Runner:
         idx, x, y = self.images(task.seed)
         start = time.perf_counter()
         extra: dict[str, Any] = {}
+        attacked = None
         if task.kind == "clean":
-            correct = clf.predict(x) == y
+            first = clf.predict(x) == y
+            verdict = self.judge(clf, x, y, first)
+            extra = {k: v for k, v in verdict.items() if k != "survived"}
+            extra["stochastic"] = clf.name in self.stochastic
+            correct = verdict["survived"]
+            if clf.name in self.stochastic:
+                correct = correct  # survival: correct on every draw; accuracy_mean_draws: the expectation
         elif task.kind == "zero-grad":
             return self._zero_grad(clf, task, x, y)
         elif task.kind == "corruption":
@@ -210,25 +402,66 @@ class _Runner:
             correct = clf.predict(self._corrupted[key]) == y
             extra = {"severity": int(task.eps), "table": self.cfg.corruptions.table}
         else:
-            spec = self.attacks[task.attack]
-            extra = {"method": spec.method, "norm": spec.norm}
-            if task.check == "transfer":
-                adv = self._surrogate_adv(spec, task.eps, task.seed, x, y)
-                correct = clf.predict(adv) == y
-                extra["surrogate"] = self.cfg.checks.transfer_from
-            else:
-                steps = 2 * spec.steps if task.check == "double-steps" else None
-                out = run_attack(clf, spec, x, y, task.eps, task.seed, steps)
-                correct = out.correct
-                extra["notes"] = out.notes
-        return self._row(clf, task, y, correct.to(y.device), time.perf_counter() - start, extra)
+            correct, attacked, extra = self._attack(clf, task, x, y)
+        return self._row(clf, task, y, correct.to(y.device), time.perf_counter() - start, extra, attacked)
 
-    def _surrogate_adv(self, spec: AttackSpec, eps: float, seed: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        key = (spec.name, eps, seed)
-        if key not in self._transfer:
-            out = run_attack(self.model(self.cfg.checks.transfer_from), spec, x, y, eps, seed)
-            self._transfer[key] = out.adv
-        return self._transfer[key]
+    def _attack(self, clf: Classifier, task: Task, x: torch.Tensor, y: torch.Tensor):
+        spec = self.attacks[task.attack]
+        extra: dict[str, Any] = {
+            "method": spec.method,
+            "norm": spec.norm,
+            "white_box": spec.white_box,
+            "black_box": spec.black_box,
+        }
+        check = task.check or ""
+        kind, _, arg = check.partition(":")
+        kw: dict[str, Any] = {}
+        attacked = torch.ones(len(y), dtype=torch.bool)
+        if kind in ("double-steps", "double-restarts", "cascade"):  # on the survivors only
+            base = self.base_row(task) if kind != "cascade" else None
+            attacked = survival.alive(base["survival"]) if base else self.standing(task)
+            if kind == "double-steps":
+                kw["steps"] = 2 * spec.steps
+            elif kind == "double-restarts":
+                kw["restarts"] = range(spec.restarts, 2 * spec.restarts)
+        elif kind == "transfer":
+            adv = self.surrogate_adv(arg, spec, task.eps, task.seed, x, y)
+            first = clf.predict(adv) == y
+            verdict = self.judge(clf, adv, y, first)
+            extra.update({k: v for k, v in verdict.items() if k != "survived"}, surrogate=arg)
+            return verdict["survived"], None, extra
+        elif kind == "warm":
+            kw["start"] = self.surrogate_adv(arg, spec, task.eps, task.seed, x, y)
+            extra["surrogate"] = arg
+        elif kind == "eot":
+            kw["eot"] = int(arg)
+        if kind in ("grad", "eot"):  # sweeps compare modes / EOT counts at one start each
+            kw["restarts"] = range(1)
+        survived = torch.zeros(len(y), dtype=torch.bool)
+        sel = attacked.nonzero().flatten()
+        notes: dict[str, Any] = {"attacked": int(len(sel))}
+        if len(sel):
+            if "start" in kw:
+                kw["start"] = kw["start"][sel.to(x.device)]
+            with _grad_mode(clf, arg if kind == "grad" else None):
+                out = run_attack(clf, spec, x[sel], y[sel], task.eps, task.seed, **kw)
+                verdict = self.judge(clf, out.adv, y[sel], out.correct.to(y.device))
+            survived[sel] = verdict.pop("survived").cpu()
+            notes.update(out.notes)
+            if not check and out.adv is not None:  # a main row's adversarials serve as a surrogate's
+                self._surrogate[(task.model, spec.name, float(task.eps), task.seed)] = out.adv
+            extra.update(verdict)
+        extra["notes"] = notes
+        return survived, attacked, extra
+
+    def surrogate_adv(
+        self, name: str, spec: AttackSpec, eps: float, seed: int, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """The surrogate's own adversarials of ``spec`` at ``eps`` (kept in memory, recomputed on resume)."""
+        key = (name, spec.name, float(eps), seed)
+        if key not in self._surrogate:
+            self._surrogate[key] = run_attack(self.model(name), spec, x, y, eps, seed).adv
+        return self._surrogate[key]
 
     def _zero_grad(self, clf: Classifier, task: Task, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         start = time.perf_counter()
@@ -242,14 +475,22 @@ class _Runner:
             zero_grad_fraction=round(float(zero.float().mean()), 6),
             grad_norm_median=float(grad.flatten(1).norm(dim=1).median()),
         )
-        for k in ("correct", "accuracy", "per_class_correct"):
+        for k in ("correct", "accuracy", "per_class_correct", "survival"):
             row.pop(k)
         return row
 
     def _row(
-        self, clf: Classifier, task: Task, y: torch.Tensor, correct: torch.Tensor, seconds: float, extra: dict
+        self,
+        clf: Classifier,
+        task: Task,
+        y: torch.Tensor,
+        correct: torch.Tensor,
+        seconds: float,
+        extra: dict,
+        attacked: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         classes = len(self.data.classes)
+        correct = correct.cpu().bool()
         row: dict[str, Any] = {
             "kind": task.kind,
             "model": task.model,
@@ -263,9 +504,11 @@ class _Runner:
             "classes": classes,
             "correct": int(correct.sum()),
             "accuracy": round(float(correct.float().mean()), 6),
+            "survival": survival.encode(correct, attacked),
             "per_class_total": torch.bincount(y.cpu(), minlength=classes).tolist(),
-            "per_class_correct": torch.bincount(y.cpu()[correct.cpu()], minlength=classes).tolist(),
+            "per_class_correct": torch.bincount(y.cpu()[correct], minlength=classes).tolist(),
             "seconds": round(seconds, 3),
+            "weights_sha256": self.weights_hash(task.model),
             "fingerprint": self.fingerprint(task),
             "time": round(time.time(), 3),
             **extra,
@@ -274,12 +517,26 @@ class _Runner:
             ep = clf.module
             row["ep"] = {
                 "backend": ep.backend.name,
-                "grad": ep.grad.label,
+                "grad": task.check[5:] if (task.check or "").startswith("grad:") else ep.grad.label,
                 **ep.settle_stats.as_dict(),
                 "adjoint_solves": len(ep.adjoint_stats.converged),
                 "adjoint_unconverged": ep.adjoint_stats.converged.count(False),
             }
         return row
+
+
+@contextlib.contextmanager
+def _grad_mode(clf: Classifier, mode: str | None):
+    """Temporarily attack an EP model with another gradient mode (the unroll-length sweep)."""
+    if mode is None or not isinstance(clf.module, EPClassifier):
+        yield
+        return
+    saved = clf.module.grad
+    clf.module.grad = parse_grad(mode)
+    try:
+        yield
+    finally:
+        clf.module.grad = saved
 
 
 @dataclass
@@ -300,48 +557,99 @@ def run_robustness(
     limit: int | None = None,
     dtype: torch.dtype = torch.float32,
     models: dict[str, Classifier] | None = None,
+    shard: shards.Shard | None = None,
 ) -> RunSummary:
     """Compute every missing row of ``cfg`` into the JSON-lines file ``out``.
 
     Args:
         limit: stop after computing this many rows (a partial run; rerun to continue).
+        shard: compute only this shard's rows, into its own file beside ``out``
+            (:mod:`ephw.robustness.shards`; under torchrun each rank is a shard by itself).
         models: ready classifiers by model name, used instead of loading those models'
             checkpoints (in-memory models; their ``ModelSpec`` still names them in the
             config and enters the rows' fingerprints).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder: give a results file (e.g. {out / 'results.jsonl'})")
+    ensure_dir(out.parent)
     unknown = set(models or {}) - {m.name for m in cfg.models}
     if unknown:
         raise ConfigError(f"ready models {sorted(unknown)} are not in the config's [[models]]")
+    part = shards.current(shard)
+    target = out if part is None else shards.shard_file(out, part)
+    with OutputLock(target):
+        summary = _run_locked(cfg, out, progress, limit, dtype, models, part, target)
+    if distributed.world().size > 1:  # torchrun: once every rank is done, rank 0 writes the merged checklist
+        distributed.barrier()
+        if distributed.is_main():
+            rows = shards.read_merged(out, read_rows, dedupe)
+            write_json_atomic(checklist_path(out), checklist.dumps(checklist.evaluate(rows)))
+        total, skipped, computed = distributed.all_sum([summary.total, summary.skipped, summary.computed])
+        summary = RunSummary(out, checklist_path(out), int(total), int(skipped), int(computed))
+    return summary
+
+
+def _run_locked(
+    cfg: RobustnessConfig,
+    out: Path,
+    progress: bool,
+    limit: int | None,
+    dtype: torch.dtype,
+    models: dict[str, Classifier] | None,
+    part: shards.Shard | None = None,
+    target: Path | None = None,
+) -> RunSummary:
+    target = target or out  # where this process appends: ``out``, or its shard's file
     runner = _Runner(cfg, dtype, models)
-    done = {row_key(r): r for r in read_rows(out, repair=True)}
-    tasks = plan(cfg)
-    for t in tasks:  # refuse to mix configurations under the same names
+    rows_read = shards.read_merged(out, read_rows, dedupe, repair=target)  # rows of every shard
+    done = {row_key(r): r for r in rows_read}
+    for m in cfg.models:  # a missing or broken checkpoint fails now, not hours in
+        runner.model(m.name)
+        runner.weights_hash(m.name)
+    for r in rows_read:  # randomness found before (or now, below) decides the EOT rows
+        if r.get("kind") == "clean" and r.get("stochastic"):
+            runner.stochastic.add(r["model"])
+    for m in cfg.models:
+        if m.name not in runner.stochastic:
+            runner.detect_randomness(m.name)
+    ep_models = frozenset(n for n, c in runner.models.items() if isinstance(c.module, EPClassifier))
+    tasks = plan(cfg, frozenset(runner.stochastic), ep_models)
+    runner.order = {t.key: i for i, t in enumerate(tasks)}
+    for t in tasks:  # refuse to mix configurations (or weights) under the same names
         row = done.get(t.key)
         if row is not None and row.get("fingerprint") != runner.fingerprint(t):
+            why = (
+                "different weights"
+                if row.get("weights_sha256") not in (None, runner.weights_hash(t.model))
+                else ("different settings")
+            )
             raise ConfigError(
                 f"{out} already holds a row for {t.model} / {t.attack or t.kind} / eps {t.eps:g} / seed {t.seed} "
-                "made with different settings; use another --out (or rename the model/attack)"
+                f"made with {why}; use another --out (or rename the model/attack)"
             )
+    runner.rows = {k: r for k, r in done.items() if k in runner.order}
+    tasks = shards.select(tasks, part, cfg, ep_models)  # this shard's groups (all without sharding)
     todo = [t for t in tasks if t.key not in done]
-    for name in dict.fromkeys(t.model for t in todo):  # a missing or broken checkpoint fails now, not hours in
-        runner.model(name)
     computed = 0
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=not progress, unit="row", dynamic_ncols=True)
+    quiet = not (progress and distributed.is_main())
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=quiet, unit="row", dynamic_ncols=True)
     rows = list(done.values())
     try:
         for task in todo:
             if limit is not None and computed >= limit:
                 break
-            bar.set_description(f"{task.model} {task.attack or task.kind} eps={task.eps:g} seed={task.seed}")
+            what = task.attack or task.kind
+            what += f" {task.check}" if task.check else ""
+            bar.set_description(f"{task.model} {what} eps={task.eps:g} seed={task.seed}")
             row = runner.compute(task)
-            append_row(out, row)
+            append_row(target, row)
             rows.append(row)
+            runner.rows[task.key] = row
             computed += 1
-            write_json_atomic(checklist_path(out), checklist.dumps(checklist.evaluate(rows)))
+            write_json_atomic(checklist_path(target), checklist.dumps(checklist.evaluate(rows)))
             bar.update(1)
     finally:
         bar.close()
-    write_json_atomic(checklist_path(out), checklist.dumps(checklist.evaluate(rows)))
-    return RunSummary(out, checklist_path(out), len(tasks), len(tasks) - len(todo), computed)
+    write_json_atomic(checklist_path(target), checklist.dumps(checklist.evaluate(rows)))
+    return RunSummary(target, checklist_path(target), len(tasks), len(tasks) - len(todo), computed)

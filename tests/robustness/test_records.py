@@ -1,0 +1,115 @@
+"""Honest records: weights hashed by content, duplicates never reach a report, one writer per file,
+and one-line errors for bad input (issue 10 items of the robustness commands)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ephw.cli.main import main
+from ephw.errors import ConfigError, OutputError
+from ephw.outputs import OutputLock
+from ephw.robustness.config import config_from_dict
+from ephw.robustness.report import write_report
+from ephw.robustness.runner import read_rows, run_robustness
+
+
+def _ff_checkpoint(path, seed: int):
+    from ephw.feedforward import CNNSpec, EPTopologyCNN, save_feedforward
+    from ephw.model import named_config
+
+    torch.manual_seed(seed)
+    return save_feedforward(path, EPTopologyCNN(CNNSpec(named_config("digits"))), {"data": "digits"})
+
+
+def _cfg(path) -> dict:
+    return {
+        "run": {"data": "digits", "n": 16, "seeds": [0]},
+        "models": [{"name": "ff", "path": str(path)}],
+        "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 4, "rel_stepsize": 0.5}],
+        "checks": {"zero_grad_images": 0, "double_steps": False, "double_restarts": False},
+    }
+
+
+def test_resume_with_changed_weights_at_the_same_path_is_refused(tmp_path):
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    out = tmp_path / "r.jsonl"
+    run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False, limit=1)
+    rows = read_rows(out)
+    assert len(rows[0]["weights_sha256"]) == 64
+    assert run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False).skipped == 1  # same weights: resumes
+    _ff_checkpoint(ckpt, seed=1)  # retrained in place
+    with pytest.raises(ConfigError, match="different weights"):
+        run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False)
+
+
+def test_duplicate_rows_never_enter_a_report(tmp_path):
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    out = tmp_path / "r.jsonl"
+    run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False)
+    once = write_report(out, tmp_path / "once")["report"].read_text()
+    out.write_text(out.read_text() * 2)  # two runs appended the same rows
+    warnings: list[str] = []
+    twice = write_report(out, tmp_path / "twice", warn=warnings.append)["report"].read_text()
+    assert len(warnings) == 1 and "dropped 2 duplicate rows" in warnings[0] and "ff / pgd / eps 1" in warnings[0]
+    assert twice.startswith(once.rstrip("\n")) and "## Dropped duplicate rows" in twice
+
+
+def test_a_results_file_in_use_is_refused(tmp_path):
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    out = tmp_path / "r.jsonl"
+    with OutputLock(out):
+        with pytest.raises(OutputError, match="in use by another ephw run"):
+            run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False)
+    assert not out.exists()
+
+
+def _err(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ephw: error: ") and "\n" not in err, err
+    return err
+
+
+def test_one_line_errors(tmp_path, capsys):
+    row = tmp_path / "nonrow.jsonl"
+    row.write_text('{"kind": "clean", "model": "m", "eps": 0, "seed": 0}\n[1, 2, 3]\n')
+    assert "nonrow.jsonl:2: not a results row" in _err(capsys, ["robustness", "report", str(row)])
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\x00\x01\xff\xfe binary")
+    assert "not a text" in _err(capsys, ["robustness", "run", "--config", str(binary)])
+    ten = tmp_path / "ten.toml"
+    ten.write_text('[run]\nn = "ten"\n[[models]]\nname = "a"\n')
+    assert "n must be an integer, got 'ten'" in _err(capsys, ["robustness", "run", "--config", str(ten)])
+    steps = tmp_path / "steps.toml"
+    steps.write_text('[[models]]\nname = "a"\nsteps = 2.5\n')
+    assert "steps must be an integer" in _err(capsys, ["robustness", "run", "--config", str(steps)])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text('[run]\ndata = "digits"\nn = 4\nseeds = [0]\n[[models]]\nname = "a"\n')
+    assert "is a file" in _err(capsys, ["robustness", "run", "--config", str(cfg), "--out", str(blocker / "r.jsonl")])
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(json.dumps({"kind": "clean", "model": "m", "eps": 0, "seed": 0, "data": "digits", "n": 1}) + "\n")
+    assert "Not a directory" in _err(capsys, ["robustness", "report", str(valid), "--out", str(blocker / "rep")])
+    assert "device" in _err(capsys, ["robustness", "run", "--config", str(cfg), "--device", "tpu"])
+
+
+def test_device_option_is_accepted(tmp_path, capsys):
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    cfg = tmp_path / "c.toml"
+    raw = _cfg(ckpt)
+    cfg.write_text(
+        '[run]\ndata = "digits"\nn = 8\nseeds = [0]\n'
+        f'[[models]]\nname = "ff"\npath = "{ckpt}"\n'
+        '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [1.0]\nsteps = 4\nrel_stepsize = 0.5\n'
+        "[checks]\nzero_grad_images = 0\n"
+    )
+    assert raw["run"]["n"] == 16
+    out = tmp_path / "r.jsonl"
+    assert main(["robustness", "run", "--config", str(cfg), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["robustness", "report", str(out), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["report"].endswith("report.md")
