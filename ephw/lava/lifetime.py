@@ -25,20 +25,23 @@ import ctypes.util
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
-_state = {"armed": False, "parent": 0, "hooked": False}
+_state: dict[str, Any] = {"armed": False, "parent": 0, "hooked": False, "prctl": None}
 
 
-def _prctl_pdeathsig(sig: int) -> bool:
-    """``prctl(PR_SET_PDEATHSIG, sig)``; False where it is unavailable (not Linux)."""
+def _libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (``None`` where there is none, e.g. not Linux); looked up in the parent, before forking."""
     if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _in_child() -> None:
@@ -46,7 +49,9 @@ def _in_child() -> None:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _prctl_pdeathsig(signal.SIGKILL)
+    prctl = _state["prctl"]
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != _state["parent"]:  # the parent died before the request took effect
         os._exit(1)
     _state["parent"] = os.getpid()  # and the child's own children die with it
@@ -56,6 +61,7 @@ def _in_child() -> None:
 def children_die_with_parent() -> Iterator[None]:
     """Every process forked by this process inside the block dies with it (see the module docstring)."""
     if not _state["hooked"]:
+        _state["prctl"] = _libc_prctl()
         os.register_at_fork(after_in_child=_in_child)
         _state["hooked"] = True
     _state["armed"], _state["parent"] = True, os.getpid()

@@ -20,6 +20,7 @@ from ephw.lava import compat
 from ephw.lava.fixed_point import FixedPointFormat, damping_shift, gain_shift, quantize_weights, to_fixed
 from ephw.lava.lifetime import children_die_with_parent
 from ephw.model import EnergyModel
+from ephw.signals import deferred
 
 PRECISIONS = ("floating_pt", "fixed_pt")
 
@@ -220,13 +221,15 @@ class LavaNetwork:
         from lava.magma.core.run_configs import Loihi2SimCfg
 
         # lava forks its processes here: they ignore SIGINT/SIGTERM (this process tears the
-        # network down) and die with this process if it is killed (ephw.lava.lifetime)
-        with children_die_with_parent():
+        # network down) and die with this process if it is killed (ephw.lava.lifetime). A
+        # Ctrl-C/SIGTERM meanwhile waits for the forks to end: raised inside an at-fork hook
+        # (logging has one), Python would print it as "Exception ignored" and drop it.
+        with deferred(), children_die_with_parent():
             self.monitor.create_runtime(run_cfg=Loihi2SimCfg(select_tag=self.precision))
-        self._started = True
-        smm = getattr(self.monitor.runtime._messaging_infrastructure, "smm", None)
-        server = getattr(smm, "_process", None)  # lava's shared-memory manager process
-        self._pids = [a.pid for a in self._actors()] + ([server.pid] if server is not None else [])
+            self._started = True  # before a held-back signal is raised: stop() must end the children
+            smm = getattr(self.monitor.runtime._messaging_infrastructure, "smm", None)
+            server = getattr(smm, "_process", None)  # lava's shared-memory manager process
+            self._pids = [a.pid for a in self._actors()] + ([server.pid] if server is not None else [])
 
     def run_chunk(
         self,
@@ -248,11 +251,11 @@ class LavaNetwork:
             raise BackendError(f"lava: a chunk runs 1..{self.check_every} timesteps, got {steps}")
         from lava.magma.core.run_conditions import RunSteps
 
-        if not self._started:
-            self._start()
         reset = images is not None
         ctrl = np.array([steps, float(reset), -1.0 if tol is None else tol])
         try:
+            if not self._started:
+                self._start()
             for proc in (self.input, *self.layers, self.monitor):
                 proc.ctrl.external_pipe_csp_send_port.send(ctrl)
             if reset:

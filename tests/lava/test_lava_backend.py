@@ -130,7 +130,7 @@ def test_keyboard_interrupt_stops_every_lava_process(small):
     pids: list[int] = []
 
     def interrupt() -> None:
-        # SIGINT is ignored while lava forks its children: wait until the run is under way
+        # wait until the run is under way (lava's children ignore SIGINT; this process tears them down)
         deadline = time.monotonic() + 120
         while not network.child_pids() and time.monotonic() < deadline:
             time.sleep(0.05)
