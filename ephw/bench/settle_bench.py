@@ -1,4 +1,4 @@
-"""``ephw bench settle``: ephw's settle step against a naive autograd reference step.
+"""``ephw bench settle``: ephw's steps and solvers against a naive autograd reference.
 
 The reference computes the drive as ``torch.autograd.grad(Phi, states)`` on a copy
 of the model in PyTorch's default (NCHW) layout, the way Laborieux et al.'s code
@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ephw.backends import Euler, IterativeBackend, get_backend, settle
+from ephw.backends import Async, Euler, IterativeBackend, get_backend, settle
 from ephw.bench.timing import time_interleaved
 from ephw.checkpoint import load_model
+from ephw.compare import sample_differences
 from ephw.data import dataset_stats, load_dataset
 from ephw.errors import DataError, InputError
 from ephw.model import EnergyModel, States, named_config
@@ -30,14 +31,14 @@ def autograd_step(net: EnergyModel, x: Tensor, states: States) -> States:
     return [net.activation(g) for g in grads]
 
 
-def _plain_layout(net: EnergyModel) -> EnergyModel:
+def plain_layout(net: EnergyModel) -> EnergyModel:
     ref = copy.deepcopy(net)
     for conv in ref.convs:
         conv.weight.data = conv.weight.data.contiguous()
     return ref
 
 
-def _model_and_images(config: str, batch: int, device: torch.device) -> tuple[EnergyModel, Tensor, str]:
+def model_and_images(config: str, batch: int, device: torch.device) -> tuple[EnergyModel, Tensor, str]:
     data = "digits" if config == "digits" else "cifar10"
     if config == "digits":
         net, source = load_model(device=device), "bundled trained digits model"
@@ -58,7 +59,7 @@ def _model_and_images(config: str, batch: int, device: torch.device) -> tuple[En
     return net, x.to(device), source
 
 
-def _context(config: str, batch: int, device: torch.device, source: str) -> dict[str, Any]:
+def bench_context(config: str, batch: int, device: torch.device, source: str) -> dict[str, Any]:
     """What a benchmark ran on (reported with every result)."""
     return {
         "config": config,
@@ -69,6 +70,10 @@ def _context(config: str, batch: int, device: torch.device, source: str) -> dict
     }
 
 
+#: the solvers ``ephw bench settle`` times to ``tol`` by default (every digital iterative backend)
+SOLVERS = ("euler", "async", "sor", "anderson")
+
+
 def bench_settle(
     config: str = "paper",
     batch: int = 64,
@@ -77,48 +82,117 @@ def bench_settle(
     tol: float = 1e-4,
     max_steps: int = 2000,
     device: str = "cpu",
+    solvers: tuple[str, ...] = SOLVERS,
+    dtypes: tuple[str, ...] = ("bfloat16",),
+    reference_steps: int = 250,
+    overhead_steps: int = 20,
+    settle_repeats: int = 1,
+    differ_above: float | None = None,
 ) -> dict[str, Any]:
-    """Per-step time of ephw vs the autograd references, and steps to ``tol`` for euler vs async."""
+    """Step costs and time to ``tol`` of every solver, against an autograd reference, in one run.
+
+    Step costs (medians of ``repeats`` interleaved calls, at states 5 euler steps from zero):
+    ephw's euler step, an async sweep in the settle loop's steady state (cached terms), the
+    same steps through ``settle`` (``overhead_steps`` per call, a tolerance never met, so all
+    the loop's bookkeeping runs), and the autograd reference step (NCHW, Laborieux's drive).
+
+    Time to ``tol``: ``settle`` per solver (and per solver with each low ``dtype``) from the
+    null state, once to warm up (that run's states and steps are reported: on CPU every new
+    batch size, as samples freeze, builds new oneDNN kernels once), then ``settle_repeats``
+    interleaved timed runs (median; ``0``: the single run's time). ``reference_seconds`` is ``reference_steps`` x the
+    reference step (Laborieux's fixed free phase). Fixed points are compared with ``async``'s:
+    ``samples_differing`` ended more than ``differ_above`` apart (another basin, docs/physics.md;
+    default ``max(1e-4, 100 tol)``, as two settles to ``tol`` of one fixed point differ by up
+    to ~30 tol), ``max_abs_diff_same_basin`` is the largest difference over the others.
+    """
+    differ_above = max(1e-4, 100 * tol) if differ_above is None else differ_above
     dev = torch.device(device)
-    net, x, source = _model_and_images(config, batch, dev)
+    net, x, source = model_and_images(config, batch, dev)
     # time steps at a realistic, non-trivial state: partway to the fixed point
     states = settle(net, x, "euler", steps=5, tol=None).states
-    euler = Euler()
-    plain = _plain_layout(net)
+    euler, sweep = Euler(), Async()
+    plain = plain_layout(net)
     x_plain = x.contiguous()
     states_plain = [s.contiguous() for s in states]
+    ops = net.digital
+    carry = sweep.start(net, x, states, 0.0, None, ops)
 
-    def ephw_step() -> object:
+    def euler_step() -> object:
         with torch.no_grad():
-            return euler.step(net, x, states, 0.0, None, net.digital)
+            return euler.step(net, x, states, 0.0, None, ops)
+
+    def async_sweep() -> object:  # steady state: each call recomputes the terms one sweep stales
+        with torch.no_grad():
+            return sweep.advance(net, x, states, 0.0, None, ops, carry)
 
     times = time_interleaved(
         {
-            "ephw": ephw_step,
+            "euler_step": euler_step,
+            "async_sweep": async_sweep,
+            "euler_settle": lambda: settle(net, x, "euler", steps=overhead_steps, tol=1e-30),
+            "async_settle": lambda: settle(net, x, "async", steps=overhead_steps, tol=1e-30),
             "autograd_nchw": lambda: autograd_step(plain, x_plain, states_plain),
             "autograd_same_layout": lambda: autograd_step(net, x, states),
         },
         repeats=repeats,
         device=dev,
     )
-    check = max(float((a - b).abs().max()) for a, b in zip(ephw_step()[0], autograd_step(plain, x_plain, states_plain)))
-    conv = {name: settle(net, x, name, steps=max_steps, tol=tol) for name in ("euler", "async")}
-    steps = {name: float(r.steps_per_sample.float().mean()) for name, r in conv.items()}
+    check = max(
+        float((a - b).abs().max()) for a, b in zip(euler_step()[0], autograd_step(plain, x_plain, states_plain))
+    )
+    ref_seconds = reference_steps * times["autograd_nchw"]
+    runs = [(name, None) for name in solvers] + [(name, dt) for dt in dtypes for name in solvers if name != "euler"]
+    results = {key: settle(net, x, key[0], steps=max_steps, tol=tol, dtype=key[1]) for key in runs}
+    if settle_repeats > 0:
+        settle_times = time_interleaved(
+            {key: _settler(net, x, key, max_steps, tol) for key in runs}, repeats=settle_repeats, warmup=0, device=dev
+        )
+    else:  # no warm-up: the single run's own time
+        settle_times = {key: r.seconds for key, r in results.items()}
+    base = results.get(("async", None))
+    rows = []
+    for (name, dt), r in results.items():
+        row = {
+            "solver": r.backend,
+            "steps_mean": float(r.steps_per_sample.float().mean()),
+            "steps_max": int(r.steps_per_sample.max()),
+            "converged_fraction": r.converged_fraction,
+            "seconds": settle_times[(name, dt)],
+            "over_reference": settle_times[(name, dt)] / ref_seconds,
+        }
+        row["over_euler"] = settle_times[(name, dt)] / settle_times[("euler", None)] if "euler" in solvers else None
+        row["over_async"] = settle_times[(name, dt)] / settle_times[("async", None)] if base is not None else None
+        if base is not None:
+            d = sample_differences(r.states, base.states)
+            same = d[d <= differ_above]
+            row["samples_differing"] = int((d > differ_above).sum())
+            row["fraction_differing"] = row["samples_differing"] / batch
+            row["max_abs_diff_same_basin"] = float(same.max()) if same.numel() else None
+        rows.append(row)
     return {
-        **_context(config, batch, dev, source),
-        "step_seconds_ephw": times["ephw"],
+        **bench_context(config, batch, dev, source),
+        "tol": tol,
+        "step_seconds_ephw": times["euler_step"],
+        "step_seconds_async_sweep": times["async_sweep"],
+        "async_sweep_over_euler_step": times["async_sweep"] / times["euler_step"],
+        "settle_step_seconds_euler": times["euler_settle"] / overhead_steps,
+        "settle_step_seconds_async": times["async_settle"] / overhead_steps,
+        "settle_overhead_euler": times["euler_settle"] / overhead_steps / times["euler_step"] - 1.0,
+        "settle_overhead_async": times["async_settle"] / overhead_steps / times["async_sweep"] - 1.0,
         "step_seconds_autograd": times["autograd_nchw"],
         "step_seconds_autograd_same_layout": times["autograd_same_layout"],
-        "speedup_vs_autograd": times["autograd_nchw"] / times["ephw"],
-        "speedup_vs_autograd_same_layout": times["autograd_same_layout"] / times["ephw"],
+        "speedup_vs_autograd": times["autograd_nchw"] / times["euler_step"],
+        "speedup_vs_autograd_same_layout": times["autograd_same_layout"] / times["euler_step"],
         "max_abs_drive_diff": check,
-        "tol": tol,
-        "euler_steps_mean": steps["euler"],
-        "async_steps_mean": steps["async"],
-        "async_over_euler_steps": steps["async"] / steps["euler"],
-        "euler_converged_fraction": conv["euler"].converged_fraction,
-        "async_converged_fraction": conv["async"].converged_fraction,
+        "reference_steps": reference_steps,
+        "reference_seconds": ref_seconds,
+        "differ_above": differ_above,
+        "rows": rows,
     }
+
+
+def _settler(net: EnergyModel, x: Tensor, key: tuple[str, str | None], steps: int, tol: float) -> Any:
+    return lambda: settle(net, x, key[0], steps=steps, tol=tol, dtype=key[1])
 
 
 def bench_backend_steps(
@@ -139,7 +213,7 @@ def bench_backend_steps(
     """
     options = options or {}
     dev = torch.device(device)
-    net, x, source = _model_and_images(config, batch, dev)
+    net, x, source = model_and_images(config, batch, dev)
     states = settle(net, x, "euler", steps=5, tol=None).states
     impls = {name: get_backend(name, **options.get(name, {})) for name in backends}
     fns = {}
@@ -166,7 +240,7 @@ def bench_backend_steps(
                     close()
     first = backends[0]
     return {
-        **_context(config, batch, dev, source),
+        **bench_context(config, batch, dev, source),
         "reference": first,
         "rows": [
             {

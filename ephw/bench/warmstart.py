@@ -15,15 +15,27 @@ import torch
 
 from ephw.backends import get_backend, settle
 from ephw.bench.timing import time_interleaved
-from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
+from ephw.checkpoint import BUNDLED_DIR, BUNDLED_MODEL, load_checkpoint
 from ephw.compare import layer_differences, mean_abs_difference, sample_differences
 from ephw.data import load_dataset
 from ephw.errors import InputError
 from ephw.feedforward import EPTopologyCNN, load_feedforward
 
+#: ``ephw distill --student cnn`` of the bundled digits model (20 epochs, cached teacher states)
+DISTILLED_STUDENT = BUNDLED_DIR / "digits-distilled.pt"
+
+
+def _teacher_path(recorded: str | None) -> str | Path:
+    """The student's recorded teacher; a bundled teacher recorded on another machine is found here."""
+    if not recorded:
+        return BUNDLED_MODEL
+    if not Path(recorded).exists() and Path(recorded).name == BUNDLED_MODEL.name:
+        return BUNDLED_MODEL
+    return recorded
+
 
 def bench_warmstart(
-    student_path: str | Path,
+    student_path: str | Path = DISTILLED_STUDENT,
     teacher_path: str | Path | None = None,
     backend: str | None = None,
     options: dict[str, dict[str, Any]] | None = None,
@@ -59,7 +71,7 @@ def bench_warmstart(
     if not isinstance(student, EPTopologyCNN):
         raise InputError(f"{student_path}: a warm start needs an EP-topology student (cnn, cnn-ll), not a ResNet")
     teacher_meta = meta.get("teacher", {})
-    teacher_path = teacher_path or teacher_meta.get("path") or BUNDLED_MODEL
+    teacher_path = teacher_path or _teacher_path(teacher_meta.get("path"))
     ckpt = load_checkpoint(teacher_path)
     net = ckpt.model(device=device)
     if student.spec.config.state_shapes() != net.config.state_shapes():
@@ -112,6 +124,7 @@ def bench_warmstart(
         "warm_converged_fraction": warm.converged_fraction,
         "cold_seconds": times["cold"],
         "warm_seconds": times["warm"],
+        "warm_over_cold_seconds": times["warm"] / times["cold"],
         "max_abs_state_diff": max(diffs),
         "mean_abs_state_diff": mean_abs_difference(warm.states, cold.states),
         "layer_max_abs_diff": diffs,

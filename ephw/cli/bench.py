@@ -1,14 +1,37 @@
-"""``ephw bench settle`` and ``ephw bench warmstart``."""
+"""``ephw bench settle``, ``ephw bench train`` and ``ephw bench warmstart``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ephw.bench.settle_bench import bench_backend_steps, bench_settle
-from ephw.bench.warmstart import bench_warmstart
+from ephw.bench.settle_bench import SOLVERS, bench_backend_steps, bench_settle
+from ephw.bench.train_bench import bench_train
+from ephw.bench.warmstart import DISTILLED_STUDENT, bench_warmstart
 from ephw.cli.common import add_backend_option_flags, backend_options, parse_backends, print_table
+from ephw.errors import InputError
 from ephw.model import CONFIG_NAMES
+
+ROW_COLUMNS = [
+    "solver",
+    "steps_mean",
+    "steps_max",
+    "converged_fraction",
+    "seconds",
+    "over_reference",
+    "over_euler",
+    "over_async",
+    "samples_differing",
+    "max_abs_diff_same_basin",
+]
+
+
+def check_counts(args: argparse.Namespace, *names: str) -> None:
+    """One-line errors for non-positive ``--batch``/``--repeats``/``--n``-like options."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -25,16 +48,77 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per step kind (median reported)")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--solvers", default=",".join(SOLVERS), help="solvers timed to tol (comma-separated backends)")
+    p.add_argument("--dtypes", default="bfloat16", help="also time each solver in these low precisions ('' for none)")
+    p.add_argument("--reference-steps", type=int, default=250, help="fixed steps of the autograd reference")
+    p.add_argument("--settle-repeats", type=int, default=1, help="timed settles per solver after a warm-up (0: time the one run)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     add_backend_option_flags(p)
     p.set_defaults(func=run_bench_settle)
+    add_train_parser(kinds)
     add_warmstart_parser(kinds)
+
+
+def add_train_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("train", help="one EP batch: converged phases with a solver vs the 250/30-step reference")
+    p.add_argument("--config", default="cpu-small", choices=CONFIG_NAMES)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--solver", default="sor", help="backend for ephw's three phases")
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--free-steps", type=int, default=250, help="reference free-phase steps")
+    p.add_argument("--nudge-steps", type=int, default=30, help="reference steps of each nudged phase")
+    p.add_argument("--repeats", type=int, default=1, help="timed batches of each after a warm-up (median)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_bench_train)
+
+
+def run_bench_train(args: argparse.Namespace) -> int:
+    check_counts(args, "batch", "repeats", "max_steps", "free_steps", "nudge_steps")
+    r = bench_train(
+        args.config,
+        args.batch,
+        solver=args.solver,
+        tol=args.tol,
+        max_steps=args.max_steps,
+        beta=args.beta,
+        free_steps=args.free_steps,
+        nudge_steps=args.nudge_steps,
+        repeats=args.repeats,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"config {r['config']}, batch {r['batch']}, {r['device']} ({r['threads']} threads); {r['model']}")
+    steps = " / ".join(f"{v:.1f}" for v in r["ephw_steps_mean"])
+    print(
+        f"ephw ({r['solver']}, tol {r['tol']:g}): {r['seconds_ephw']:.2f} s, steps free/+beta/-beta {steps},"
+        f" converged {r['ephw_converged_fraction']:.3f}"
+    )
+    print(
+        f"reference ({'/'.join(map(str, r['reference_steps']))} autograd steps): {r['seconds_reference']:.2f} s,"
+        f" converged to tol {r['reference_converged_fraction']:.3f}"
+    )
+    cos = "-" if r["gradient_cosine"] is None else f"{r['gradient_cosine']:.5f}"
+    worst = "-" if r["gradient_cosine_worst_parameter"] is None else f"{r['gradient_cosine_worst_parameter']:.5f}"
+    print(
+        f"speedup {r['speedup']:.2f}x; EP gradient cosine {cos} (worst parameter {worst})"
+        f" on the {r['gradient_samples']} samples converged in both"
+    )
+    return 0
 
 
 def add_warmstart_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("warmstart", help="steps to tol from the null state vs from a distilled student's states")
-    p.add_argument("--student", required=True, help="feed-forward checkpoint of a cnn / cnn-ll student")
+    p.add_argument(
+        "--student",
+        default=str(DISTILLED_STUDENT),
+        help="feed-forward checkpoint of a cnn / cnn-ll student (default: the bundled distilled digits student)",
+    )
     p.add_argument("--model", default=None, help="EP checkpoint (default: the student's teacher)")
     p.add_argument("--backend", default=None, help="settling backend (default: the student's teacher backend)")
     p.add_argument("--n", type=int, default=256, help="test images (first n)")
@@ -49,6 +133,7 @@ def add_warmstart_parser(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_bench_warmstart(args: argparse.Namespace) -> int:
+    check_counts(args, "n", "repeats", "max_steps")
     r = bench_warmstart(
         args.student,
         args.model,
@@ -72,7 +157,7 @@ def run_bench_warmstart(args: argparse.Namespace) -> int:
     )
     print(
         f"settle time    null state {r['cold_seconds'] * 1e3:.1f} ms | student init {r['warm_seconds'] * 1e3:.1f} ms"
-        " (incl. the student's pass)"
+        f" (incl. the student's pass) | ratio {r['warm_over_cold_seconds']:.3f}"
     )
     print(
         f"fixed points   max abs diff {r['max_abs_state_diff']:.2e}, samples differing {r['samples_differing']},"
@@ -83,6 +168,7 @@ def run_bench_warmstart(args: argparse.Namespace) -> int:
 
 
 def run_bench_settle(args: argparse.Namespace) -> int:
+    check_counts(args, "batch", "repeats", "max_steps", "reference_steps")
     if args.backends:
         r = bench_backend_steps(
             parse_backends(args.backends),
@@ -100,25 +186,35 @@ def run_bench_settle(args: argparse.Namespace) -> int:
         return 0
     args.config = args.config or "paper"
     r = bench_settle(
-        args.config, args.batch, repeats=args.repeats, tol=args.tol, max_steps=args.max_steps, device=args.device
+        args.config,
+        args.batch,
+        repeats=args.repeats,
+        tol=args.tol,
+        max_steps=args.max_steps,
+        device=args.device,
+        solvers=tuple(parse_backends(args.solvers)),
+        dtypes=tuple(d.strip() for d in args.dtypes.split(",") if d.strip()),
+        reference_steps=args.reference_steps,
+        settle_repeats=args.settle_repeats,
     )
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"config {r['config']}, batch {r['batch']}, {r['device']} ({r['threads']} threads); {r['model']}")
     print(
-        f"step time   ephw {r['step_seconds_ephw'] * 1e3:.1f} ms"
+        f"step time   ephw euler {r['step_seconds_ephw'] * 1e3:.1f} ms"
+        f" | async sweep {r['step_seconds_async_sweep'] * 1e3:.1f} ms ({r['async_sweep_over_euler_step']:.2f}x)"
         f" | autograd reference {r['step_seconds_autograd'] * 1e3:.1f} ms"
         f" | autograd, ephw layout {r['step_seconds_autograd_same_layout'] * 1e3:.1f} ms"
     )
     print(
-        f"speedup     {r['speedup_vs_autograd']:.2f}x vs autograd reference,"
-        f" {r['speedup_vs_autograd_same_layout']:.2f}x vs autograd in ephw's layout"
-        f" (max drive difference {r['max_abs_drive_diff']:.2e})"
+        f"settle loop overhead over the bare step: euler {100 * r['settle_overhead_euler']:+.1f} %,"
+        f" async {100 * r['settle_overhead_async']:+.1f} %"
+        f" | speedup {r['speedup_vs_autograd']:.2f}x vs autograd (max drive difference {r['max_abs_drive_diff']:.2e})"
     )
     print(
-        f"steps to tol={r['tol']:g}  euler {r['euler_steps_mean']:.1f} | async {r['async_steps_mean']:.1f}"
-        f" | ratio async/euler {r['async_over_euler_steps']:.3f}"
-        f" (converged: euler {r['euler_converged_fraction']:.3f}, async {r['async_converged_fraction']:.3f})"
+        f"time to tol={r['tol']:g} from the null state; reference = {r['reference_steps']} autograd steps"
+        f" = {r['reference_seconds']:.2f} s; basins vs async differ above {r['differ_above']:g}"
     )
+    print_table(r["rows"], ROW_COLUMNS)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ephw.backends import Euler
@@ -24,3 +25,42 @@ def test_time_interleaved_reports_every_function():
     times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
     assert calls == ["a", "b"] * 4  # warm-up round, then alternating
+
+
+def test_bench_settle_reports_every_solver_against_the_reference():
+    from ephw.bench.settle_bench import bench_settle
+
+    r = bench_settle("digits", 16, repeats=1, solvers=("euler", "async", "sor"), dtypes=("bfloat16",), overhead_steps=2)
+    assert [row["solver"] for row in r["rows"]] == ["euler", "async", "sor", "async@bfloat16", "sor@bfloat16"]
+    assert r["reference_seconds"] == r["reference_steps"] * r["step_seconds_autograd"]
+    for row in r["rows"]:
+        assert row["converged_fraction"] == 1.0 and row["over_reference"] > 0
+        assert 0 <= row["samples_differing"] <= 16
+    assert r["rows"][1]["over_async"] == 1.0 and r["rows"][1]["samples_differing"] == 0
+    assert r["async_sweep_over_euler_step"] > 0 and "settle_overhead_async" in r
+
+
+def test_bench_train_compares_ep_gradients():
+    from ephw.bench.train_bench import bench_train
+
+    r = bench_train("digits", 8, solver="sor", free_steps=60, nudge_steps=30, tol=1e-4)
+    assert r["ephw_converged_fraction"] == 1.0 and r["speedup"] > 0
+    assert r["gradient_samples"] == 0 or r["gradient_cosine"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["bench", "settle", "--batch", "0"], "--batch"),
+        (["bench", "settle", "--batch", "-1"], "--batch"),
+        (["bench", "settle", "--repeats", "0"], "--repeats"),
+        (["bench", "train", "--batch", "0"], "--batch"),
+        (["bench", "warmstart", "--repeats", "0"], "--repeats"),
+    ],
+)
+def test_bench_rejects_non_positive_counts(argv, match, capsys):
+    from ephw.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ephw: error:") and match in err and "\n" not in err

@@ -51,3 +51,10 @@ def test_warmstart_reports_both_step_counts_and_fixed_point_agreement(students, 
 def test_warmstart_needs_an_ep_topology_student(students):
     with pytest.raises(InputError, match="EP-topology"):
         bench_warmstart(students / "resnet18" / "model.pt", n=8)
+
+
+def test_warmstart_runs_out_of_the_box_with_the_bundled_student(capsys):
+    assert main(["bench", "warmstart", "--n", "32", "--backend", "sor", "--repeats", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["student"].endswith("digits-distilled.pt") and r["backend"] == "sor"
+    assert r["warm_converged_fraction"] == 1.0 and r["warm_steps_mean"] < r["cold_steps_mean"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,9 +152,9 @@ def saved_position(run: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_two_rank_cli_run_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
-    def cli(out: Path, *extra: str) -> list[str]:
+    def cli(out: Path, *extra: str, ranks: int = 2) -> list[str]:
         return torchrun(
-            2,
+            ranks,
             "-m",
             "ephw",
             "train",
@@ -195,11 +196,19 @@ def test_two_rank_cli_run_killed_and_resumed_equals_uninterrupted(tmp_path: Path
     print(f"killed with the checkpoint at epoch {epoch} batch {batch} (0-based)")
     assert epoch == 1 and 2 <= batch < 12
 
+    other = tmp_path / "resumed-on-1"  # the same checkpoint, resumed on another rank count
+    shutil.copytree(killed, other)
     resumed = subprocess.run(cli(killed, "--resume"), env=env(), capture_output=True, text=True, timeout=LIMIT_S)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     diff = max_diff(tmp_path / "full" / "model.pt", killed / "model.pt")
     print(f"killed + resumed vs uninterrupted (2 ranks): max weight difference {diff:.3g}")
     assert diff == 0.0
+
+    on_one = subprocess.run(cli(other, "--resume", ranks=1), env=env(), capture_output=True, text=True, timeout=LIMIT_S)
+    assert on_one.returncode == 0, on_one.stderr[-4000:]
+    diff_one = max_diff(tmp_path / "full" / "model.pt", other / "model.pt")
+    print(f"killed on 2 ranks + resumed on 1 vs uninterrupted (float32): max weight difference {diff_one:.3g}")
+    assert diff_one <= 1e-5
 
     def rows(run: Path) -> list[dict]:
         out = []
