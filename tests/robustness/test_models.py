@@ -50,7 +50,12 @@ def test_example_config_and_grids():
     cfg = load_config(REPO / "examples" / "robustness_digits.toml")
     assert [m.name for m in cfg.models] == ["EP-CNN", "BP-CNN", "Distilled BP-CNN"]
     assert cfg.models[0].file == BUNDLED_MODEL and cfg.n == 200 and cfg.seeds == (0, 1, 2)
-    assert cfg.corruptions is not None and len(cfg.corruptions.names) == 15 and cfg.corruptions.table == "cifar"
+    pgd = next(a for a in cfg.attacks if a.name == "PGD-l2")
+    assert pgd.restarts == 5 and pgd.steps * pgd.step_size >= 2 and cfg.checks.warm_start_from
+    assert any(a.cascade for a in cfg.attacks)
+    cifar = load_config(REPO / "examples" / "robustness_cifar10.toml")
+    assert cifar.data == "cifar10" and [m.path for m in cifar.models][0].endswith("model.pt")
+    assert {a.norm for a in cifar.attacks} == {"L2", "Linf"} and cifar.checks.grad_sweep
     l2, linf = EPS_GRIDS["lanl-l2"], EPS_GRIDS["lanl-linf"]
     assert len(l2) == 12 and l2[0] == 0.005 and l2[-1] == 3.0 and 1.0 in l2 and 0.05 in l2
     assert len(linf) == 11 and linf[0] == 0.0001 and linf[-1] == 0.1 and round(8 / 255, 6) in linf
