@@ -29,77 +29,122 @@ TEMPLATE_DIR = Path(__file__).resolve().parent
 _FAMILY = re.compile(r"^(?P<family>.*) \[s(?P<seed>\d+)\]$")
 
 
-def results_path(pipe: Pipeline) -> Path:
-    return pipe.run_dir / "robustness.jsonl"
+def results_path(pipe: Pipeline, part: str) -> Path:
+    return pipe.run_dir / f"robustness-{part}.jsonl"
 
 
 def template(budget: str) -> dict[str, Any]:
-    """The parsed robustness template of ``budget``."""
+    """The parsed robustness template of ``budget`` (``[ep]`` and ``[[parts]]``)."""
     path = TEMPLATE_DIR / f"robustness-{budget}.toml"
     if not path.is_file():
         raise ConfigError(f"no robustness template for budget {budget!r} ({path})")
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
-def config_dict(pipe: Pipeline) -> dict[str, Any]:
-    """The robustness config (as a TOML-shaped dict) over every finished model of ``pipe``."""
-    raw = template(pipe.budget_name)
-    ep = raw.pop("ep", {})
-    raw.setdefault("run", {}).update(data=pipe.data, **({"data_root": pipe.data_root} if pipe.data_root else {}))
+def trained_models(pipe: Pipeline, ep: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``[[models]]`` entry per finished training run of ``pipe``."""
     models = []
     for step in pipe.steps:
         path = pipe.folder(step) / "model.pt"
-        if not path.is_file():
-            continue
-        entry = {"name": f"{step.model} [s{step.seed}]", "path": str(path)}
-        if step.stage == "train-ep":
-            entry.update(ep)
-        models.append(entry)
+        if path.is_file():
+            entry = {"name": f"{step.model} [s{step.seed}]", "path": str(path)}
+            models.append({**entry, **ep} if step.stage == "train-ep" else entry)
+    return models
+
+
+def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
+    """``(part name, robustness config dict)`` per part of the budget's template, over the trained models."""
+    raw = template(pipe.budget_name)
+    models = trained_models(pipe, raw.get("ep", {}))
     if not models:
         raise ConfigError(f"no trained models in {pipe.run_dir} yet: run the training stages first")
-    raw["models"] = models
-    return raw
+    names = [m["name"] for m in models]
+    out = []
+    for part in raw.get("parts", []):
+        part = dict(part)
+        name = part.pop("name")
+        run = dict(part.pop("run", {}))
+        run.update(data=pipe.data, **({"data_root": pipe.data_root} if pipe.data_root else {}))
+        if pipe.device is not None:
+            run["device"] = pipe.device
+        checks = dict(part.pop("checks", {}))
+        for key in ("transfer_from", "warm_start_from"):
+            if isinstance(checks.get(key), list):  # families -> their first trained seed present
+                chosen = [next((n for n in names if _FAMILY.match(n)["family"] == fam), None) for fam in checks[key]]
+                checks[key] = [c for c in chosen if c is not None] or None
+                if checks[key] is None:
+                    del checks[key]
+        out.append((name, {"run": run, "models": models, "checks": checks, **part}))
+    return out
 
 
-def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> Path:
-    """Run (or continue) the robustness grid over every finished model, then its report."""
+def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[Path]:
+    """Run (or continue) every part's grid over every finished model, then each part's report."""
     from ephw.robustness.config import config_from_dict
     from ephw.robustness.report import write_report
     from ephw.robustness.runner import run_robustness as run_grid
 
-    raw = config_dict(pipe)
-    atomic_write(pipe.run_dir / "robustness-config.json", json.dumps(raw, indent=1, sort_keys=True) + "\n")
-    cfg = config_from_dict(raw)
-    out = results_path(pipe)
-    log(f"[robustness] {len(raw['models'])} models -> {out}")
-    run_grid(cfg, out)
-    write_report(out, pipe.docs_dir / pipe.data)
-    return out
+    outs = []
+    for part, raw in part_configs(pipe):
+        atomic_write(pipe.run_dir / f"robustness-{part}.json", json.dumps(raw, indent=1, sort_keys=True) + "\n")
+        cfg = config_from_dict(json.loads(json.dumps(raw)))  # the validator edits what it is given
+        out = results_path(pipe, part)
+        log(f"[robustness] {part}: {len(raw['models'])} models -> {out}")
+        run_grid(cfg, out)
+        write_report(out, pipe.docs_dir / pipe.data / part)
+        outs.append(out)
+    return outs
 
 
 def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
-    """Measures per (model family, label) from the results file, for the verdicts; ``None`` if not run."""
-    out = results_path(pipe)
-    if not out.is_file():
-        return None
-    from ephw.robustness.runner import read_rows
+    """Measures per (model family, label) from the results files, for the verdicts; ``None`` if none ran."""
+    from ephw.robustness import shards, survival
+    from ephw.robustness.runner import dedupe, read_rows
 
+    files = [(p, results_path(pipe, p)) for p, _ in _parts(pipe) if results_path(pipe, p).is_file()]
+    if not files:
+        return None
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     labels: list[str] = []
-    for row in read_rows(out):
-        m = _FAMILY.match(str(row.get("model", "")))
-        if m is None or row.get("check"):
-            continue
-        label = row_label(row)
-        if label is None:
-            continue
-        if label not in labels:
-            labels.append(label)
-        values[(m["family"], label)].append(100.0 * float(row["accuracy"]))
-    report = pipe.docs_dir / pipe.data / "report.md"
-    markdown = report.read_text(encoding="utf-8") if report.is_file() else ""
-    rows = {key: Measure(v) for key, v in values.items()}
-    return {"rows": rows, "labels": labels, "markdown": markdown}
+    markdown = []
+    for part, path in files:
+        rows, _ = dedupe(shards.read_all(path, read_rows))
+        corrupted: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+        for row in rows:
+            m = _FAMILY.match(str(row.get("model", "")))
+            if m is None or row.get("check"):
+                continue
+            if row.get("kind") == "corruption":  # one value per model and seed: the mean over corruptions
+                corrupted[(m["family"], row["model"], int(row["seed"]))].append(100.0 * float(row["accuracy"]))
+                continue
+            label = row_label(row)
+            if label is None:
+                continue
+            if label not in labels:
+                labels.append(label)
+            values[(m["family"], label)].append(100.0 * float(row["accuracy"]))
+        for (family, _model, _seed), accs in corrupted.items():
+            label = "corruptions (mean of every name and severity)"
+            if label not in labels:
+                labels.append(label)
+            values[(family, label)].append(sum(accs) / len(accs))
+        for (model, norm, eps, _seed), wc in survival.worst_case(rows).items():
+            m = _FAMILY.match(str(model))
+            if m is None:
+                continue
+            label = f"worst case per image, {norm} ε={float(eps):.4g} ({part})"
+            if label not in labels:
+                labels.append(label)
+            values[(m["family"], label)].append(100.0 * float(wc["accuracy"]))
+        report = pipe.docs_dir / pipe.data / part / "report.md"
+        if report.is_file():
+            markdown.append(f"### Part {part}\n\nFull report: `{report.as_posix()}`\n")
+    return {"rows": {k: Measure(v) for k, v in values.items()}, "labels": labels, "markdown": "\n".join(markdown)}
+
+
+def _parts(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
+    raw = template(pipe.budget_name)
+    return [(p["name"], p) for p in raw.get("parts", [])]
 
 
 #: (row kind/attack, eps) points the verdicts are stated at: the paper's headline points.
@@ -108,13 +153,9 @@ HEADLINE_EPS: dict[str, float] = {"PGD-l2": 0.4932, "Square-linf": 8 / 255, "Aut
 
 def row_label(row: dict[str, Any]) -> str | None:
     """The verdict label of a results row (``None``: not a headline point)."""
-    if row.get("kind") == "corruption":
-        return None
     attack = row.get("attack")
     eps = float(row.get("eps", 0.0))
     for name, target in HEADLINE_EPS.items():
         if attack == name and abs(eps - target) <= 1e-3 * max(1.0, target) + 1e-4:
             return f"{name} ε={eps:.4g}"
-    if row.get("kind") == "worst-case":
-        return f"worst case per image ε={eps:.4g} ({row.get('norm', '')})"
     return None

@@ -107,11 +107,18 @@ def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest
     """Every training stage really runs (tiny sizes), then the report regenerates from the run folder alone."""
     run, docs = tmp_path / "run", tmp_path / "docs"
     args = ["reproduce", "cifar10", "--budget", "smoke", "--data-root", str(tiny_tree), "--run-dir", str(run)]
-    args += ["--docs", str(docs), "--stage", "train-ep", "--stage", "baselines", "--stage", "report"]
-    assert main(args) == 0
+    args += ["--docs", str(docs), "--stage", "train-ep", "--stage", "baselines", "--stage", "robustness"]
+    assert main([*args, "--stage", "report"]) == 0
     assert (run / "ep-s0" / "model.pt").is_file() and (run / "adv-s1" / "model.pt").is_file()
+    rows = [json.loads(x) for x in (run / "robustness-white-box.jsonl").read_text().splitlines()]
+    models = {r["model"] for r in rows}
+    assert {"EP-CNN [s0]", "BP-CNN [s0]", "BP-CNN [s1]", "Adv-CNN [s1]"} <= models
+    assert any(r.get("kind") == "corruption" for r in rows)
+    assert (docs / "cifar10" / "white-box" / "report.md").is_file()
     page = (docs / "cifar10.md").read_text()
     assert "| EP-CNN |" in page and "| BP-CNN |" in page and "Adv-CNN" in page
+    assert "(2) EP-CNN more robust than BP-CNN — PGD-l2 ε=0.4932" in page
+    assert "worst case per image, L2 ε=0.4932" in page
     first = page
     (docs / "cifar10.md").unlink()
     assert (
