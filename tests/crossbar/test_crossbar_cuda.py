@@ -11,7 +11,7 @@ from ephw.crossbar import CrossbarArray, get_preset, load_params
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.mark.parametrize("preset", ["ideal", "rram", "pcm"])
+@pytest.mark.parametrize("preset", ["ideal", "rram-illustrative", "pcm", "rram-wan2022"])
 def test_reads_on_cuda(preset: str) -> None:
     W = random_weights(70, 130, dtype=torch.float32).cuda()
     params = get_preset(preset).replace(**{"mapping.tile_rows": 32, "mapping.tile_cols": 48, "ir_drop.enabled": True})
@@ -30,3 +30,14 @@ def test_ideal_on_cuda_matches_matmul() -> None:
     chip = CrossbarArray.program(W, load_params(overrides=["mapping.tile_rows=16", "adc_forward.bound=1e9"]))
     x = torch.rand(4, 53, dtype=torch.float64, device="cuda")
     assert torch.allclose(chip.read(x), x @ W.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("structure", ["frozen", "correlated"])
+def test_read_noise_time_structures_on_cuda(structure: str) -> None:
+    W = random_weights(70, 130, dtype=torch.float32).cuda()
+    over = [f"read_noise.time_structure={structure}", "read_noise.proportional=0.05", "mapping.tile_rows=32"]
+    chip = CrossbarArray.program(W, load_params(overrides=over))
+    x = torch.rand(5, 130, device="cuda")
+    a, b = chip.read(x), chip.read(x)
+    assert a.device == W.device and torch.isfinite(a).all()
+    assert torch.equal(a, b) == (structure == "frozen")

@@ -132,3 +132,15 @@ def test_feedforward_sweep_over_drift_time_and_cli(tmp_path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = json.loads(out)["rows"]
     assert [r["value"] for r in rows] == [1, 3.15e7]
+
+
+def test_noise_aware_bp_run_records_the_option_in_its_checkpoint(tmp_path) -> None:
+    from ephw.feedforward.checkpoint import read_feedforward_checkpoint
+    from ephw.training.train_bp import BPTrainSettings, train_bp
+
+    s = BPTrainSettings(epochs=1, max_batches=2, test_n=32, progress=False, out=str(tmp_path / "bp"))
+    s.noise_aware = "pcm@86400"
+    train_bp(s)
+    meta = read_feedforward_checkpoint(tmp_path / "bp" / "model.pt").meta
+    assert meta["settings"]["noise_aware"] == "pcm@86400"
+    assert meta["noise_aware"]["t_seconds_used"] == 86400.0 and meta["noise_aware"]["crossbar"]["chip_seed"] == 0
