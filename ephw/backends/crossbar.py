@@ -137,6 +137,11 @@ class Crossbar(Euler):
         self.reprogram_every = int(reprogram_every)
         self._updates = 0
         self.params = params if params is not None else load_params(preset, file, list(overrides))
+        if self.params.adc_forward.calibrated or self.params.adc_transposed.calibrated:
+            raise BackendError(
+                "crossbar: ADC calibration needs calibration inputs, which a settling network does not have; "
+                "use a fixed adc bound here (calibration: ephw.crossbar.deploy, CrossbarArray.calibrate)"
+            )
         if self.params.read_noise.enabled:
             # reads are stochastic: also stop a sample once its residual is stationary
             self.plateau_window = 20

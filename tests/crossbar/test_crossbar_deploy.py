@@ -144,3 +144,11 @@ def test_noise_aware_bp_run_records_the_option_in_its_checkpoint(tmp_path) -> No
     meta = read_feedforward_checkpoint(tmp_path / "bp" / "model.pt").meta
     assert meta["settings"]["noise_aware"] == "pcm@86400"
     assert meta["noise_aware"]["t_seconds_used"] == 86400.0 and meta["noise_aware"]["crossbar"]["chip_seed"] == 0
+
+
+def test_crossbar_backend_refuses_adc_calibration() -> None:
+    from ephw.backends import Crossbar
+    from ephw.errors import BackendError
+
+    with pytest.raises(BackendError, match="calibration needs calibration inputs"):
+        Crossbar(overrides=["adc_forward.calibration=tile", "adc_forward.bits=8"])
