@@ -124,13 +124,13 @@ def setup(args: Any) -> None:
     Ranks > 0 print nothing on stdout (every rank computes the same reduced results; rank 0
     prints them once); errors still reach stderr from every rank.
     """
-    device = getattr(args, "device", None) or "cpu"
-    init(device)
-    if world().size > 1:
-        if getattr(args, "device", None) is not None:
-            args.device = rank_device(args.device)
-        if not is_main():
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the process's lifetime
+    if not launched():
+        return
+    if getattr(args, "device", None) is not None:
+        args.device = rank_device(args.device)  # before nccl starts: one GPU per local rank
+    init(getattr(args, "device", None) or "cpu")
+    if not is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the process's lifetime
 
 
 def barrier() -> None:
@@ -145,6 +145,29 @@ def shard(n: int, w: World | None = None) -> slice:
     base, extra = divmod(n, w.size)
     lo = w.rank * base + min(w.rank, extra)
     return slice(lo, lo + base + (w.rank < extra))
+
+
+#: ``(n_global, this rank's slice)`` of the batch the training loop is stepping (:func:`begin_step`).
+_step_rows: tuple[int, slice] | None = None
+
+
+def begin_step(n_global: int) -> slice:
+    """The training loop's hook before a batch step: this rank's slice of the ``n_global`` images, remembered.
+
+    A trainer that draws per-batch randomness (PGD's random start) draws it for the global
+    batch and keeps these rows (:func:`step_rows`), so N ranks draw what one rank would.
+    """
+    global _step_rows
+    part = shard(n_global)
+    _step_rows = (n_global, part)
+    return part
+
+
+def step_rows(n_local: int) -> tuple[int, slice]:
+    """``(n_global, slice)`` of the batch being stepped; ``(n_local, all)`` outside a loop step or on one rank."""
+    if world().size == 1 or _step_rows is None or _step_rows[1].stop - _step_rows[1].start != n_local:
+        return n_local, slice(0, n_local)
+    return _step_rows
 
 
 def _collective_device(ref: Tensor) -> torch.device:

@@ -145,7 +145,7 @@ def fit(
                 if augment:
                     x = random_crop_flip(x, 4, generator=seeded(s.seed, epoch, b))
                 # under torchrun each rank trains its shard of the (augmented) global batch
-                part, n_global = distributed.shard(len(y)), len(y)
+                part, n_global = distributed.begin_step(len(y)), len(y)
                 x, y, idx = x[part].to(device, dtype), y[part].to(device), batches[b][part]
                 optimizer.zero_grad(set_to_none=True)
                 logs = step(x, y, idx, epoch, b) if len(y) else {}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ephw import distributed
 from ephw.errors import ConfigError
 from ephw.training.run import seeded
 from ephw.training.train_bp import BPTrainSettings, train_classifier
@@ -74,7 +75,9 @@ def pgd_l2(
     x = x.detach()
     delta = torch.zeros_like(x)
     if generator is not None:
-        delta = random_l2_ball(x.shape, eps, generator).to(x)
+        # under torchrun: drawn for the whole global batch, this rank's rows kept (= one rank's draw)
+        n_global, rows = distributed.step_rows(x.shape[0])
+        delta = random_l2_ball(torch.Size((n_global, *x.shape[1:])), eps, generator)[rows].to(x)
     x_adv = (x + delta).clamp(0.0, 1.0)
     for _ in range(steps):
         x_adv.requires_grad_(True)

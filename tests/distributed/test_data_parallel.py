@@ -113,6 +113,17 @@ def test_bp_two_ranks_equal_one_rank_with_ragged_last_batch(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_adv_two_ranks_equal_one_rank_random_starts_drawn_for_the_global_batch(tmp_path: Path) -> None:
+    common = dict(epochs=1, batch_size=32, max_batches=3, pgd_steps=3, checkpoint_every=1)
+    one = run_worker(1, "adv", tmp_path / "one", **common)
+    two = run_worker(2, "adv", tmp_path / "two", **common)
+    diff = max_diff(tmp_path / "one" / "model.pt", tmp_path / "two" / "model.pt")
+    print(f"adv: max |w_1rank - w_2ranks| after 3 steps = {diff:.3g}")
+    assert diff <= 1e-5
+    assert one["test_accuracy"] == pytest.approx(two["test_accuracy"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("cache_teacher", [False, True])
 def test_distill_two_ranks_equal_one_rank(tmp_path: Path, cache_teacher: bool, monkeypatch) -> None:
     monkeypatch.setenv("EPHW_CACHE", str(tmp_path / "cache"))
@@ -139,6 +150,35 @@ def test_distill_two_ranks_equal_one_rank(tmp_path: Path, cache_teacher: bool, m
     for key in ("test_accuracy", "agreement", "teacher_test_accuracy"):
         assert one[key] == pytest.approx(two[key])
     assert one["layer_mse"] == pytest.approx(two["layer_mse"], rel=1e-9)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc/PID/task/*/children``), children first."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k, *descendants(k)]
+    return out
+
+
+def wait_gone(pids: list[int], timeout_s: float = 30.0) -> None:
+    """Wait until none of ``pids`` is alive (a zombie counts as gone)."""
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state == "Z":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"process {pid} still alive after SIGKILL")
 
 
 def saved_position(run: Path) -> tuple[int, int]:
@@ -188,9 +228,14 @@ def test_two_rank_cli_run_killed_and_resumed_equals_uninterrupted(tmp_path: Path
         while saved_position(killed) < (1, 2) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
         assert proc.poll() is None, "the run finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, as a lost node
+        # torchrun's workers run in sessions of their own: SIGKILL each rank and torchrun, by pid (a lost node)
+        tree = descendants(proc.pid)
+        assert len(tree) >= 2, tree
+        for pid in [*tree, proc.pid]:
+            os.kill(pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+    wait_gone(tree)
     assert not (killed / "model.pt").exists()
     epoch, batch = saved_position(killed)
     print(f"killed with the checkpoint at epoch {epoch} batch {batch} (0-based)")

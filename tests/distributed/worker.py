@@ -1,7 +1,7 @@
 """One rank of a test run, started by ``torchrun`` from the tests (not collected by pytest).
 
 ``torchrun --standalone --nproc-per-node N tests/distributed/worker.py SPEC_JSON`` with
-``SPEC_JSON`` = ``{"trainer": "ep"|"bp"|"distill", "settings": {...}, "float64": bool}``:
+``SPEC_JSON`` = ``{"trainer": "ep"|"bp"|"adv"|"distill", "settings": {...}, "float64": bool}``:
 joins the process group through :func:`ephw.distributed.init` (as ``python -m ephw`` does),
 optionally switches torch's default dtype to float64 (the CLI has no dtype option), and runs
 the trainer through its Python API. Rank 0 prints the final metrics as one JSON line.
@@ -34,6 +34,10 @@ def main(spec: dict) -> None:
             from ephw.training.train_bp import BPTrainSettings, train_bp
 
             metrics = train_bp(BPTrainSettings(**settings))
+        elif spec["trainer"] == "adv":
+            from ephw.training.train_adv import AdvTrainSettings, train_adv
+
+            metrics = train_adv(AdvTrainSettings(**settings))
         elif spec["trainer"] == "distill":
             from ephw.distill.trainer import DistillSettings, distill
 
