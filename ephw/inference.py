@@ -95,6 +95,7 @@ def settle_dataset(
         res = settle(net, x.to(param.device, param.dtype), impl, steps=steps, tol=tol)
         preds.append(res.predictions.cpu())
         bar.update(x.shape[0])
+        bar.refresh()  # per batch: a batch can take seconds (lava), and tqdm's rate limit would hide the last one
         steps_ps.append(res.steps_per_sample)
         residuals.append(res.residuals)
         if res.converged is not None:
