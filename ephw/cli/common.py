@@ -17,16 +17,28 @@ from ephw.errors import InputError
 from ephw.model import EnergyModel
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: ``--dtype`` values of ``settle``/``compare`` that keep an fp32 model and settle in mixed precision
+LOW_SETTLE_DTYPES = ("bfloat16", "float16")
 
 
-def add_model_data_options(p: argparse.ArgumentParser) -> None:
+def add_model_data_options(p: argparse.ArgumentParser, low_precision: bool = False) -> None:
+    """``--model/--data/--n/--batch/--device/--dtype``; ``low_precision`` adds ``--dtype bfloat16|float16``."""
     p.add_argument("--model", default=None, help=f"checkpoint to settle (default: bundled {BUNDLED_MODEL.name})")
     p.add_argument("--data", default=None, help="digits|cifar10|cifar100 (default: the model's training data)")
     p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset (see docs/data.md)")
     p.add_argument("--n", type=int, default=512, help="number of test images (first n of the test split)")
     p.add_argument("--batch", type=positive_int, default=256, help="images settled at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    if low_precision:
+        p.add_argument(
+            "--dtype",
+            default="float32",
+            choices=sorted(DTYPES) + list(LOW_SETTLE_DTYPES),
+            help="model precision; bfloat16/float16: iterate in that precision, polish in float32 to --tol "
+            "(reported states meet --tol in float32; docs/solvers.md)",
+        )
+    else:
+        p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
 
 
 def add_settle_options(p: argparse.ArgumentParser) -> None:
@@ -127,6 +139,16 @@ def backend_options(args: argparse.Namespace, used: Sequence[str] | None = None)
     return out
 
 
+def with_settle_dtype(args: argparse.Namespace, options: dict[str, dict[str, Any]], used: Sequence[str]) -> None:
+    """Add ``dtype=`` (a low ``--dtype``) to the options of every backend in ``used``, in place.
+
+    An explicit ``--set NAME.dtype=...`` wins for that backend.
+    """
+    if getattr(args, "dtype", None) in LOW_SETTLE_DTYPES:
+        for name in used:
+            options.setdefault(name, {}).setdefault("dtype", args.dtype)
+
+
 def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["euler.dt=0.5"]`` -> ``{"euler": {"dt": 0.5}}``."""
     out: dict[str, dict[str, Any]] = {}
@@ -146,7 +168,7 @@ def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
 def load_model_and_data(args: argparse.Namespace) -> tuple[EnergyModel, ImageSet]:
     """The model (``--model`` or the bundled one) and ``--n`` test images of its dataset."""
     ckpt = load_checkpoint(args.model or BUNDLED_MODEL)
-    net = ckpt.model(DTYPES[args.dtype], args.device)
+    net = ckpt.model(DTYPES.get(args.dtype, torch.float32), args.device)  # low --dtype: an fp32 model
     name = args.data or ckpt.meta.get("data", "digits")
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")

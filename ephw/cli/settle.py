@@ -13,6 +13,7 @@ from ephw.cli.common import (
     load_model_and_data,
     parse_backends,
     print_table,
+    with_settle_dtype,
 )
 from ephw.compare import compare_backends
 from ephw.inference import settle_dataset
@@ -47,13 +48,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also print the hardware resources (neurons, synapses, Loihi 2 cores) of backends that map the model",
     )
-    add_model_data_options(p)
+    add_model_data_options(p, low_precision=True)
     add_settle_options(p)
     p.set_defaults(func=run_settle)
 
     p = sub.add_parser("compare", help="settle the same images on several backends and compare the fixed points")
     p.add_argument("--backends", default="all", help="comma-separated backend names (first = reference), or 'all'")
-    add_model_data_options(p)
+    add_model_data_options(p, low_precision=True)
     add_settle_options(p)
     p.set_defaults(func=run_compare)
 
@@ -61,6 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_settle(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backend)
     options = backend_options(args, backends)
+    with_settle_dtype(args, options, backends)
     net, data = load_model_and_data(args)
     rows = []
     reports = []
@@ -99,6 +101,7 @@ def run_settle(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backends)
     options = backend_options(args, backends)
+    with_settle_dtype(args, options, backends)
     net, data = load_model_and_data(args)
     report, _ = compare_backends(
         net,
