@@ -138,7 +138,16 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             values[(m["family"], label)].append(100.0 * float(wc["accuracy"]))
         report = pipe.docs_dir / pipe.data / part / "report.md"
         if report.is_file():
-            markdown.append(f"### Part {part}\n\nFull report: `{report.as_posix()}`\n")
+            rel = f"{pipe.data}/{part}"  # relative to the results page <docs>/<data>.md
+            link = f"[{rel}/report.md]({rel}/report.md)"
+            text = f"### Part {part}\n\nFull report (every attack, class-wise, checklist): {link}\n"
+            for fig, caption in (
+                ("attacks", "accuracy vs ε per attack, worst case per image first"),
+                ("corruptions", "accuracy per corruption and vs severity"),
+            ):
+                if (report.parent / f"{fig}.png").is_file():
+                    text += f"\n![{part}: {caption}]({rel}/{fig}.png)\n"
+            markdown.append(text)
     return {"rows": {k: Measure(v) for k, v in values.items()}, "labels": labels, "markdown": "\n".join(markdown)}
 
 

@@ -1,0 +1,43 @@
+"""The results page's verdict rule and robustness table, from synthetic measures (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ephw.reproduce.plan import build_plan
+from ephw.reproduce.report import Measure, keeps, verdict, write_results_page
+
+
+def test_verdict_rule() -> None:
+    high, low, near = Measure([50.0, 51.0, 52.0]), Measure([10.0, 11.0, 12.0]), Measure([49.0, 51.0, 53.0])
+    assert verdict(high, low) == "holds"
+    assert verdict(low, high) == "does not hold"
+    assert verdict(high, near).startswith("inconclusive")
+    assert verdict(Measure([50.0]), Measure([10.0])).startswith("inconclusive (one seed")
+    assert verdict(None, low) == "not measured"
+    assert keeps(low, high) == "does not hold" and keeps(near, high).startswith("holds")
+
+
+def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
+    label_l2, label_sq = "PGD-l2 ε=0.4932", "Square-linf ε=0.03137"
+    rob = {
+        ("EP-CNN", label_l2): Measure([30.0, 31.0, 32.0]),
+        ("BP-CNN", label_l2): Measure([10.0, 11.0, 12.0]),
+        ("Adv-CNN", label_l2): Measure([40.0, 41.0, 42.0]),
+        ("EP-CNN", label_sq): Measure([20.0, 21.0, 22.0]),
+        ("Adv-CNN", label_sq): Measure([40.0, 41.0, 42.0]),
+    }
+    page = write_results_page(
+        "cifar10",
+        build_plan("cifar10", "cpu"),
+        tmp_path / "run",
+        tmp_path / "docs",
+        {"rows": rob, "labels": [label_l2, label_sq], "markdown": ""},
+    ).read_text()
+    assert f"| model | clean | {label_l2} | {label_sq} |" in page
+    assert "| EP-CNN | – | 31.0 ± 2.5 (n=3) | 21.0 ± 2.5 (n=3) |" in page
+    assert f"(2) EP-CNN more robust than BP-CNN — {label_l2} | holds |" in page
+    # claim 4 is only asked where Adv-CNN was not trained (ℓ∞ here), and fails on these numbers
+    assert f"not ℓ2 PGD) — {label_sq} | does not hold |" in page
+    assert f"not ℓ2 PGD) — {label_l2}" not in page
+    assert "Not trained yet:" in page
