@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ephw.backends.asynchronous import Async
-from ephw.backends.base import Advance, IterativeBackend, max_abs_change
+from ephw.backends.base import Advance, IterativeBackend, max_abs_change, take_rows
 from ephw.backends.terms import SynapseTerms
 from ephw.errors import BackendError
 from ephw.model import EnergyModel, States, Synapses
@@ -80,12 +80,12 @@ class AndersonCarry:
         self.r_prev: Tensor | None = None
 
     def select(self, keep: Tensor) -> AndersonCarry:
-        self.point = [s[keep] for s in self.point]
+        self.point = [take_rows(s, keep) for s in self.point]
         self.terms = self.terms.select(keep)
         if self.g is not None:
-            self.g, self.f = self.g[keep], self.f[keep]
+            self.g, self.f = self.g.index_select(0, keep), self.f.index_select(0, keep)
         if self.r_prev is not None:
-            self.r_prev = self.r_prev[keep]
+            self.r_prev = self.r_prev.index_select(0, keep)
         return self
 
     def push(self, g: Tensor, f: Tensor, restart: Tensor) -> None:

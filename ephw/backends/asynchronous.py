@@ -70,6 +70,22 @@ class Async(IterativeBackend):
             terms.update(new, layers)
         return Advance(new, energy, terms)
 
+    def energy(
+        self,
+        net: EnergyModel,
+        x: Tensor,
+        states: States,
+        beta: float,
+        target: Tensor | None,
+        ops: Synapses,
+        carry: SynapseTerms | None,
+        which: Tensor,
+    ) -> Tensor:
+        """From the cached terms at ``states`` (computing the stale ones, which the next sweep reuses)."""
+        if carry is None:
+            return super().energy(net, x, states, beta, target, ops, carry, which)
+        return (net.self_energy(states) - carry.phi(beta, target))[which]
+
     def relax(self, net: EnergyModel, s: Tensor, drive: Tensor) -> Tensor:
         """The half-step update of one layer: ``sigma(drive)`` (over-relaxed when ``omega != 1``)."""
         target = net.activation(drive)

@@ -68,7 +68,7 @@ class Carry(Protocol):
     """Per-settle data a backend keeps between steps; batch-first, so frozen samples can leave."""
 
     def select(self, keep: Tensor) -> Carry:
-        """The carry of the samples ``keep`` (bool ``(B_active,)``)."""
+        """The carry of the samples ``keep`` (indices ``(B_kept,)`` into ``B_active``; :func:`take_rows`)."""
         ...
 
 
@@ -131,6 +131,8 @@ class IterativeBackend(Backend):
     #: ``plateau_window`` steps before (``None``: only ``tol`` stops a sample).
     plateau_window: int | None = None
     plateau_ratio: float = 0.9
+    #: steps between host reads of the convergence flags (:meth:`sync_steps`; ``None``: per device)
+    sync_every: int | None = None
 
     @abstractmethod
     def step(
@@ -172,6 +174,37 @@ class IterativeBackend(Backend):
         """
         return net.digital
 
+    def energy(
+        self,
+        net: EnergyModel,
+        x: Tensor,
+        states: States,
+        beta: float,
+        target: Tensor | None,
+        ops: Synapses,
+        carry: Carry | None,
+        which: Tensor,
+    ) -> Tensor:
+        """Energy ``(n,)`` of the samples ``which`` (bool ``(B_active,)``) at ``states``, the last step's result.
+
+        The loop asks for it when samples freeze and at the end. By default one
+        evaluation of :meth:`EnergyModel.energy` on those samples; a backend whose carry
+        already holds the terms at ``states`` answers from them (async).
+        """
+        t = None if target is None else target[which]
+        return net.energy(x[which], [s[which] for s in states], beta, t, ops)
+
+    def sync_steps(self, device: torch.device) -> int:
+        """Steps between the loop's reads of the convergence flags on the host.
+
+        Reading ``done.any()`` is a host sync on CUDA; between reads, converged samples stay
+        in the computed batch with their states held on the device (exact results, some
+        wasted work). :attr:`sync_every` (``None``: 1 on CPU, where reading is free, 8 on CUDA).
+        """
+        if self.sync_every is not None:
+            return max(1, int(self.sync_every))
+        return 8 if device.type == "cuda" else 1
+
     def settle(
         self,
         net: EnergyModel,
@@ -183,18 +216,21 @@ class IterativeBackend(Backend):
         target: Tensor | None = None,
         init: Sequence[Tensor] | None = None,
     ) -> SettleResult:
-        """Iterate :meth:`step`; with ``tol``, each sample is frozen once its residual drops below it.
+        """Iterate :meth:`advance`; with ``tol``, each sample is frozen once its residual drops below it.
 
         Frozen samples leave the batch that is computed (so a batch costs what its
         slow samples need, not ``B x`` their steps); their traces record residual 0
         and constant energy from then on, which is exactly what their states do.
+        The batch is compacted when the host reads the flags (every :meth:`sync_steps`);
+        until then a converged sample's state and energy are held on the device.
         """
         start = time.perf_counter()
         batch = x.shape[0]
+        every = self.sync_steps(x.device)
         with torch.no_grad():
             ops = self.synapses(net)
             states = initial_states(net, x, init)
-            energy = x.new_zeros(batch)  # filled by the first step
+            energy = x.new_zeros(batch)  # the energy trace's current row, filled by the first step
             per_sample = torch.full((batch,), steps, dtype=torch.long, device=x.device)
             frozen = torch.zeros(batch, dtype=torch.bool, device=x.device)
             residuals: list[Tensor] = []
@@ -202,39 +238,68 @@ class IterativeBackend(Backend):
             active = torch.arange(batch, device=x.device)
             cur, x_act, t_act = states, x, target
             carry = self.start(net, x_act, cur, beta, t_act, ops)
+            # per active sample, between host reads: converged (``done``), at which step, held state/energy
+            done = torch.zeros(batch, dtype=torch.bool, device=x.device)
+            fresh = done  # converged at the previous step (its energy is this step's start energy)
+            at_step = per_sample.clone()
+            hold: States | None = None
+            e_hold = energy
             for k in range(steps):
                 adv = self.advance(net, x_act, cur, beta, t_act, ops, carry)
                 new, carry = adv.states, adv.carry
                 r = max_abs_change(new, cur) / self.residual_scale if adv.residual is None else adv.residual
-                energy = energy.index_put((active,), adv.energy.to(energy.dtype))
+                e_step = adv.energy.to(energy.dtype)
+                if every > 1:
+                    e_hold = torch.where(fresh, e_step, e_hold)
+                    e_step = torch.where(done, e_hold, e_step)
+                    r = r.masked_fill(done, 0.0)
+                energy = energy.index_put((active,), e_step)
                 energies.append(energy)
                 residuals.append(x.new_zeros(batch).index_put((active,), r.to(x.dtype)))
-                done = r < tol if tol is not None else torch.zeros_like(r, dtype=torch.bool)
-                if tol is not None and self.plateau_window and k + 1 >= 2 * self.plateau_window:
-                    done |= self._on_plateau(residuals, active)
-                if bool(done.any()):
-                    idx = active[done]
-                    for full, s in zip(states, new):
-                        full[idx] = s[done].to(full.dtype)
+                if tol is None:
+                    cur = new
+                    continue
+                newly = r < tol
+                if self.plateau_window and k + 1 >= 2 * self.plateau_window:
+                    newly |= self._on_plateau(residuals, active)
+                if every > 1:
+                    newly &= ~done
+                    hold = new if hold is None else [torch.where(_rows(newly, h), n, h) for n, h in zip(new, hold)]
+                    at_step = torch.where(newly, k + 1, at_step)
+                    done, fresh = done | newly, newly
+                else:
+                    hold, at_step, done, fresh = new, at_step.fill_(k + 1), newly, newly
+                if (k + 1) % every and k + 1 < steps:
+                    cur = new
+                    continue
+                if bool(done.any()):  # the host sync: compact the batch
+                    gone = done.nonzero().squeeze(1)
+                    idx = active.index_select(0, gone)
+                    for full, s in zip(states, hold):
+                        put_rows(full, idx, take_rows(s, gone))
                     frozen[idx] = True
-                    per_sample[idx] = k + 1
-                    e_new = net.energy(
-                        x_act[done], [s[done] for s in new], beta, None if t_act is None else t_act[done], ops
-                    )
-                    energy = energy.index_put((idx,), e_new.to(energy.dtype))
-                    keep = ~done
-                    if not bool(keep.any()):
+                    per_sample[idx] = at_step.index_select(0, gone)
+                    e_done = e_hold.clone() if every > 1 else x.new_zeros(done.shape[0])
+                    if bool(fresh.any()):  # converged at this step: the energy at their state
+                        e_new = self.energy(net, x_act, new, beta, t_act, ops, carry, fresh).to(energy.dtype)
+                        e_done = e_done.masked_scatter(fresh, e_new)
+                    energy = energy.index_put((idx,), e_done.index_select(0, gone))
+                    keep = (~done).nonzero().squeeze(1)
+                    if keep.numel() == 0:
                         break
-                    active = active[keep]
-                    new = [s[keep] for s in new]
-                    x_act = x_act[keep]
-                    t_act = None if t_act is None else t_act[keep]
+                    active = active.index_select(0, keep)
+                    new = [take_rows(s, keep) for s in new]
+                    hold = None if every == 1 else [take_rows(s, keep) for s in hold]
+                    x_act = take_rows(x_act, keep)
+                    t_act = None if t_act is None else t_act.index_select(0, keep)
                     carry = None if carry is None else carry.select(keep)
+                    done, fresh = done.index_select(0, keep), fresh.index_select(0, keep)
+                    at_step, e_hold = at_step.index_select(0, keep), e_hold.index_select(0, keep)
                 cur = new
             else:
                 for full, s in zip(states, cur):
-                    full[active] = s.to(full.dtype)
-                e_end = net.energy(x_act, cur, beta, t_act, ops)
+                    put_rows(full, active, s)
+                e_end = self.energy(net, x_act, cur, beta, t_act, ops, carry, torch.ones_like(active, dtype=torch.bool))
                 energy = energy.index_put((active,), e_end.to(energy.dtype))
             energies.append(energy)
             logits = net.logits(states, ops)
@@ -266,8 +331,51 @@ def initial_states(net: EnergyModel, x: Tensor, init: Sequence[Tensor] | None) -
 
 
 def max_abs_change(new: Sequence[Tensor], old: Sequence[Tensor]) -> Tensor:
-    """``max |new - old|`` per sample over all layers and units, ``(B,)``."""
-    return torch.stack([(a - b).abs().flatten(1).amax(1) for a, b in zip(new, old)]).amax(0)
+    """``max |new - old|`` per sample over all layers and units, ``(B,)``.
+
+    Reduces over the non-batch dims in place (no ``flatten``: that copies a channels-last tensor).
+    """
+    return torch.stack([(a - b).abs_().amax(tuple(range(1, a.dim()))) for a, b in zip(new, old)]).amax(0)
+
+
+def _sample_rows(t: Tensor) -> Tensor | None:
+    """A ``(B, D)`` view of ``t`` whose row ``b`` is sample ``b``'s memory (contiguous or channels-last), else None."""
+    if t.is_contiguous():
+        return t.view(t.shape[0], -1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).view(t.shape[0], -1)
+    return None
+
+
+def take_rows(t: Tensor, rows: Tensor) -> Tensor:
+    """``t[rows]`` for indices ``rows`` ``(n,)``, in ``t``'s memory layout.
+
+    A row gather of the flat per-sample view: on a channels-last tensor 5-15x faster than
+    boolean or advanced indexing (which gathers element by element).
+    """
+    flat = _sample_rows(t)
+    if flat is None:
+        return t.index_select(0, rows)
+    out = flat.index_select(0, rows)
+    if t.is_contiguous():
+        return out.view(-1, *t.shape[1:])
+    _, c, h, w = t.shape
+    return out.view(-1, h, w, c).permute(0, 3, 1, 2)
+
+
+def put_rows(full: Tensor, rows: Tensor, src: Tensor) -> None:
+    """``full[rows] = src`` in place (``src`` cast to ``full``'s dtype), a row scatter where layouts match."""
+    src = src.to(full.dtype)
+    f, s = _sample_rows(full), _sample_rows(src)
+    if f is not None and s is not None and full.is_contiguous() == src.is_contiguous():
+        f.index_copy_(0, rows, s)
+    else:
+        full[rows] = src
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    """``mask`` ``(B,)`` shaped to broadcast over ``like`` ``(B, ...)``."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 def check_settle_args(

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ephw.backends.base import take_rows
 from ephw.errors import InputError
 from ephw.model import EnergyModel, Synapses
+from ephw.model.energy import per_sample_sum
 
 
 class SynapseTerms:
@@ -53,10 +55,10 @@ class SynapseTerms:
                 self.terms[i + 1] = None
 
     def select(self, keep: Tensor) -> SynapseTerms:
-        """The cache of the samples ``keep`` (bool ``(B,)``), in place."""
-        self.inputs = [t[keep] for t in self.inputs]
-        self.terms = [None if t is None else t[keep] for t in self.terms]
-        self.switches = [None if t is None else t[keep] for t in self.switches]
+        """The cache of the samples ``keep`` (indices ``(B_kept,)``), in place."""
+        self.inputs = [take_rows(t, keep) for t in self.inputs]
+        self.terms = [None if t is None else take_rows(t, keep) for t in self.terms]
+        self.switches = [None if t is None else take_rows(t, keep) for t in self.switches]
         return self
 
     def _term(self, j: int) -> Tensor:
@@ -96,7 +98,7 @@ class SynapseTerms:
         states = self.inputs[1:]
         phi = states[0].new_zeros(states[0].shape[0])
         for i, s in enumerate(states):
-            phi = phi + (s * self._term(i)).flatten(1).sum(1)
+            phi = phi + per_sample_sum(s * self._term(i))
         if beta != 0.0:
             phi = phi - beta * self._nudge(target)[0]
         return phi

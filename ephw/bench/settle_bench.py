@@ -9,6 +9,7 @@ separate the layout gain from the closed-form drive.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -92,9 +93,11 @@ def bench_settle(
     """Step costs and time to ``tol`` of every solver, against an autograd reference, in one run.
 
     Step costs (medians of ``repeats`` interleaved calls, at states 5 euler steps from zero):
-    ephw's euler step, an async sweep in the settle loop's steady state (cached terms), the
-    same steps through ``settle`` (``overhead_steps`` per call, a tolerance never met, so all
-    the loop's bookkeeping runs), and the autograd reference step (NCHW, Laborieux's drive).
+    ephw's euler step, an async sweep in the settle loop's steady state (cached terms), and the
+    autograd reference step (NCHW, Laborieux's drive). Settle-loop overhead: ``settle`` with
+    ``overhead_steps`` steps and ``tol=1e-30`` (every piece of the loop's bookkeeping runs; only
+    samples at an exact fixed point, residual 0, freeze) against the same number of bare steps
+    on the same shrinking batch (:func:`bare_steps`).
 
     Time to ``tol``: ``settle`` per solver (and per solver with each low ``dtype``) from the
     null state, once to warm up (that run's states and steps are reported: on CPU every new
@@ -125,12 +128,16 @@ def bench_settle(
         with torch.no_grad():
             return sweep.advance(net, x, states, 0.0, None, ops, carry)
 
+    # the settles whose loop overhead is measured, and the bare steps they contain
+    probes = {name: settle(net, x, name, steps=overhead_steps, tol=1e-30) for name in ("euler", "async")}
     times = time_interleaved(
         {
             "euler_step": euler_step,
             "async_sweep": async_sweep,
             "euler_settle": lambda: settle(net, x, "euler", steps=overhead_steps, tol=1e-30),
             "async_settle": lambda: settle(net, x, "async", steps=overhead_steps, tol=1e-30),
+            "euler_bare": bare_steps(net, x, states, euler, probes["euler"].steps_per_sample),
+            "async_bare": bare_steps(net, x, states, sweep, probes["async"].steps_per_sample),
             "autograd_nchw": lambda: autograd_step(plain, x_plain, states_plain),
             "autograd_same_layout": lambda: autograd_step(net, x, states),
         },
@@ -175,10 +182,12 @@ def bench_settle(
         "step_seconds_ephw": times["euler_step"],
         "step_seconds_async_sweep": times["async_sweep"],
         "async_sweep_over_euler_step": times["async_sweep"] / times["euler_step"],
-        "settle_step_seconds_euler": times["euler_settle"] / overhead_steps,
-        "settle_step_seconds_async": times["async_settle"] / overhead_steps,
-        "settle_overhead_euler": times["euler_settle"] / overhead_steps / times["euler_step"] - 1.0,
-        "settle_overhead_async": times["async_settle"] / overhead_steps / times["async_sweep"] - 1.0,
+        "settle_step_seconds_euler": times["euler_settle"] / probes["euler"].steps,
+        "settle_step_seconds_async": times["async_settle"] / probes["async"].steps,
+        "settle_overhead_euler": times["euler_settle"] / times["euler_bare"] - 1.0,
+        "settle_overhead_async": times["async_settle"] / times["async_bare"] - 1.0,
+        "overhead_steps": overhead_steps,
+        "overhead_image_steps": {k: int(p.steps_per_sample.sum()) for k, p in probes.items()},
         "step_seconds_autograd": times["autograd_nchw"],
         "step_seconds_autograd_same_layout": times["autograd_same_layout"],
         "speedup_vs_autograd": times["autograd_nchw"] / times["euler_step"],
@@ -189,6 +198,31 @@ def bench_settle(
         "differ_above": differ_above,
         "rows": rows,
     }
+
+
+def bare_steps(
+    net: EnergyModel, x: Tensor, states: States, impl: IterativeBackend, steps_per_sample: Tensor
+) -> Callable[[], None]:
+    """The bare steps a settle ran: step ``k`` on as many samples as were still active then.
+
+    ``steps_per_sample`` ``(B,)`` from that settle; a sample counts at steps ``0 .. n - 1``.
+    Each batch size steps from its own slice of ``states`` with its own carry (steady state:
+    cached terms stay cached), so this is the work of the loop without its bookkeeping.
+    """
+    ops = impl.synapses(net)
+    counts = [int((steps_per_sample > k).sum()) for k in range(int(steps_per_sample.max()))]
+    calls = {}
+    for n in sorted(set(counts)):
+        xn, sn = x[:n], [s[:n] for s in states]
+        calls[n] = (xn, sn, impl.start(net, xn, sn, 0.0, None, ops))
+
+    def run() -> None:
+        with torch.no_grad():
+            for n in counts:
+                xn, sn, carry = calls[n]
+                impl.advance(net, xn, sn, 0.0, None, ops, carry)
+
+    return run
 
 
 def _settler(net: EnergyModel, x: Tensor, key: tuple[str, str | None], steps: int, tol: float) -> Any:

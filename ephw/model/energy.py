@@ -47,6 +47,11 @@ class _Forward:
     ops: Synapses  # how the linear maps were evaluated
 
 
+def per_sample_sum(t: Tensor) -> Tensor:
+    """Sum over all but the batch dim, ``(B, ...) -> (B,)``, without ``flatten`` (which copies channels-last)."""
+    return t.sum(tuple(range(1, t.dim()))) if t.dim() > 1 else t
+
+
 def channels_last(t: Tensor) -> Tensor:
     """4-d tensors in channels-last memory format (the layout ephw computes in); others unchanged."""
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
@@ -238,7 +243,7 @@ class EnergyModel(nn.Module):
     def _phi_from(self, fwd: _Forward, states: Sequence[Tensor]) -> Tensor:
         phi = states[0].new_zeros(states[0].shape[0])
         for s, t in zip(states, fwd.terms):
-            phi = phi + (s * t).flatten(1).sum(1)
+            phi = phi + per_sample_sum(s * t)
         return phi
 
     def phi(
@@ -258,7 +263,7 @@ class EnergyModel(nn.Module):
 
     def self_energy(self, states: Sequence[Tensor]) -> Tensor:
         """``sum_n |s^n|^2 / (2 g)`` per sample ``(B,)``."""
-        return sum(s.pow(2).flatten(1).sum(1) for s in states) / (2.0 * self.gain)
+        return sum(per_sample_sum(s.pow(2)) for s in states) / (2.0 * self.gain)
 
     def energy(
         self,

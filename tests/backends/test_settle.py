@@ -132,3 +132,35 @@ def test_noisy_backend_settles_on_a_residual_plateau(net_factory, batch_factory)
     NoisyEuler.plateau_window = None
     stuck = settle(net, x, NoisyEuler(), steps=200, tol=1e-9)
     assert not stuck.converged.any() and stuck.steps == 200
+
+
+@pytest.mark.parametrize("backend", ["euler", "async", "sor", "anderson"])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_reading_convergence_every_k_steps_gives_the_same_result(net_factory, batch_factory, backend, beta):
+    """``sync_every`` > 1 (CUDA's default: fewer host syncs) holds converged samples on the device:
+    the states, step counts and traces are those of compacting the batch at every step."""
+    net = net_factory("softmax", "laborieux", init_scale=2.0)
+    x, y = batch_factory(n=12)
+    results = []
+    for every in (1, 5):
+        impl = get_backend(backend)
+        impl.sync_every = every
+        results.append(settle(net, x, impl, steps=400, tol=1e-9, beta=beta, target=y))
+    a, b = results
+    assert a.steps_per_sample.unique().numel() > 2  # samples froze at different steps
+    assert torch.equal(a.steps_per_sample, b.steps_per_sample) and torch.equal(a.converged, b.converged)
+    assert all((s - t).abs().max() <= 1e-12 for s, t in zip(a.states, b.states))
+    # the held run may go on until the next read (at most 4 more rows, all samples frozen there)
+    n = a.steps
+    assert n <= b.steps < n + 5 and (a.residuals - b.residuals[:n]).abs().max() <= 1e-12
+    assert not b.residuals[n:].any() and (b.energies[n:] == b.energies[-1]).all()
+    assert (a.energies - b.energies[: n + 1]).abs().max() <= 1e-10
+
+
+def test_freezing_energy_is_the_energy_of_the_frozen_state(net_factory, batch_factory):
+    net = net_factory("softmax", "laborieux")
+    x, y = batch_factory(n=6)
+    for backend in ("euler", "async", "anderson"):
+        res = settle(net, x, backend, steps=400, tol=1e-9, beta=0.5, target=y)
+        expect = net.energy(x, res.states, 0.5, y)
+        assert (res.energies[-1] - expect).abs().max() <= 1e-10
