@@ -65,8 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         default=None,
-        help=f"settling backend of both phases: {', '.join(ep_backends())} (default async; the lava backends "
-        "settle free phases only)",
+        help=f"settling backend of both phases: {', '.join(ep_backends())} (default async)",
     )
     add_backend_option_flags(p)
     p.add_argument(

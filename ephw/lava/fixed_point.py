@@ -120,3 +120,42 @@ def damping_shift(dt: float) -> int:
     if not (d >= 0 and d == round(d)):
         raise BackendError(f"lava-fixed: dt must be 1, 1/2, 1/4, ... (a shift), got {dt}")
     return int(round(d))
+
+
+#: Loihi's neuron bias: a signed 13-bit mantissa (-4096..4095) and an unsigned 3-bit exponent
+#: (0..7), ``bias = bias_mant << bias_exp`` (lava-nc 0.10, ``lava.proc.lif.models``, fixed-point
+#: LIF: "bias_mant: signed 13-bit integer", "bias_exp: unsigned 3-bit integer").
+BIAS_MANT_BITS = 13
+BIAS_EXP_MAX = 7
+
+
+@dataclass(frozen=True)
+class LoihiBias:
+    """Biases in Loihi's format: ``bias_int = mant << exp`` per entry, at the drive scale ``S``.
+
+    ``mant`` int64 in ``[-4096, 4095]``, ``exp`` int64 in ``[0, 7]``; :attr:`value` is the
+    integer bias the fixed-point models add (``value / S`` is the represented bias).
+    """
+
+    mant: np.ndarray
+    exp: np.ndarray
+
+    @property
+    def value(self) -> np.ndarray:
+        return np.left_shift(self.mant, self.exp)
+
+
+def loihi_bias(b: np.ndarray, fmt: FixedPointFormat) -> LoihiBias:
+    """Round biases ``b`` (floats, drive units) to Loihi's 13-bit mantissa + 3-bit exponent.
+
+    Each entry takes the smallest exponent whose mantissa ``round(b * S / 2**exp)`` fits 13
+    signed bits (so biases up to ``4095 / S`` are exact to one LSB of ``S``; larger ones lose
+    ``exp`` low bits); beyond ``4095 * 2**7 / S`` the mantissa saturates.
+    """
+    hi = (1 << (BIAS_MANT_BITS - 1)) - 1
+    scaled = np.asarray(b, dtype=np.float64) * fmt.scale
+    exp = np.zeros(scaled.shape, dtype=np.int64)
+    for _ in range(BIAS_EXP_MAX):  # raise the exponent where the mantissa does not fit yet
+        exp += (np.abs(np.round(scaled / 2.0**exp)) > hi) & (exp < BIAS_EXP_MAX)
+    mant = np.clip(np.round(scaled / 2.0**exp), -hi - 1, hi).astype(np.int64)
+    return LoihiBias(mant, exp)

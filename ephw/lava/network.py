@@ -9,20 +9,21 @@ external pipes.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ephw.errors import BackendError
 from ephw.lava import compat
-from ephw.lava.fixed_point import FixedPointFormat, damping_shift, gain_shift, quantize_weights, to_fixed
+from ephw.lava.conv import conv2d, conv2d_transpose
+from ephw.lava.fixed_point import FixedPointFormat, damping_shift, gain_shift, loihi_bias, quantize_weights
 from ephw.lava.lifetime import children_die_with_parent
+from ephw.lava.numerics import PRECISIONS, Numerics
 from ephw.model import EnergyModel
 from ephw.signals import deferred
-
-PRECISIONS = ("floating_pt", "fixed_pt")
 
 
 class LavaRuntimeError(RuntimeError):
@@ -55,6 +56,12 @@ class NetworkSpec:
     state_shapes: tuple[tuple[int, ...], ...]
     projections: tuple[Projection, ...]
     gain: float
+    #: ``"softmax"`` (readout ``W s^N + b``, not a state) or ``"mse"`` (``s^N`` is the output)
+    output: str = "softmax"
+    classes: int = 10
+    #: the softmax readout ``(classes, n)``, ``(classes,)`` (zeros ``(classes, 0)`` for mse)
+    readout_weight: np.ndarray = field(default_factory=lambda: np.zeros((10, 0)))
+    readout_bias: np.ndarray = field(default_factory=lambda: np.zeros(10))
 
     @classmethod
     def from_model(cls, net: EnergyModel) -> NetworkSpec:
@@ -75,7 +82,15 @@ class NetworkSpec:
                 )
             else:
                 projections.append(Projection("dense", weight, bias, 0, 1, shapes[n], shapes[n + 1], shapes[n + 1]))
-        return cls(tuple(cfg.in_shape), tuple(shapes[1:]), tuple(projections), float(net.gain))
+        if cfg.output == "softmax":
+            layer = net.synapses[cfg.n_synapses - 1]
+            rw = np.ascontiguousarray(layer.weight.detach().cpu().double().numpy())
+            rb = np.ascontiguousarray(layer.bias.detach().cpu().double().numpy())
+        else:
+            rw, rb = np.zeros((cfg.classes, 0)), np.zeros(cfg.classes)
+        return cls(
+            tuple(cfg.in_shape), tuple(shapes[1:]), tuple(projections), float(net.gain), cfg.output, cfg.classes, rw, rb
+        )
 
 
 @dataclass
@@ -83,11 +98,15 @@ class ChunkResult:
     """What the host reads after a chunk of ``n`` timesteps.
 
     ``residuals`` ``(n, B)``: per-timestep ``max |ds| / dt`` (0 for frozen samples);
-    ``frozen`` ``(B,)`` bool; ``frozen_at`` ``(B,)`` timestep since the reset at which a
-    sample froze (0: not yet); ``states``: float64 ``(B, *shape)`` per layer.
+    ``messages`` / ``synops`` ``(n, B)``: messages sent by the input and state layers and
+    the synaptic operations they cause, per timestep; ``frozen`` ``(B,)`` bool;
+    ``frozen_at`` ``(B,)`` timestep since the reset at which a sample froze (0: not yet);
+    ``states``: float64 ``(B, *shape)`` per layer.
     """
 
     residuals: np.ndarray
+    messages: np.ndarray
+    synops: np.ndarray
     frozen: np.ndarray
     frozen_at: np.ndarray
     states: list[np.ndarray]
@@ -103,6 +122,9 @@ class LavaNetwork:
         dt: damping of the state update (1: Jacobi iteration).
         check_every: most timesteps per chunk (one host round trip per chunk).
         fmt: fixed-point formats (``fixed_pt`` only).
+        dtype: floating point: payload dtype ``"float64"`` or ``"float32"`` (ignored for fixed point: int32).
+        delta_threshold: ``None``: layers send every state every timestep; ``T >= 0``:
+            sigma-delta messaging, a neuron sends only where its state moved more than ``T``.
         fail_at_step: diagnostic/test hook: the first state layer raises at this timestep.
 
     Use as a context manager or call :meth:`stop`; the runtime starts on the first run.
@@ -117,6 +139,8 @@ class LavaNetwork:
         dt: float = 1.0,
         check_every: int = 25,
         fmt: FixedPointFormat | None = None,
+        dtype: str = "float64",
+        delta_threshold: float | None = None,
         fail_at_step: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
@@ -124,9 +148,22 @@ class LavaNetwork:
         self.spec, self.batch, self.precision = spec, int(batch), precision
         self.dt, self.check_every = float(dt), int(check_every)
         self.fmt = (fmt or FixedPointFormat()) if precision == "fixed_pt" else None
+        if self.fmt is None:
+            self.numerics = Numerics(precision, dtype)
+        else:
+            self.numerics = Numerics(
+                precision,
+                "int32",
+                frac_bits=self.fmt.frac_bits,
+                payload_bits=self.fmt.payload_bits,
+                gain_shift=gain_shift(spec.gain),
+                dt_shift=damping_shift(self.dt),
+            )
+        self.delta_threshold = delta_threshold
         self.fail_at_step = fail_at_step
         self._started = False
         self._closed = False
+        self._reload: NetworkSpec | None = None
         self._build()
 
     # ------------------------------------------------------------------ construction
@@ -134,102 +171,138 @@ class LavaNetwork:
         compat.install()
         from ephw.lava.procs import processes as P
 
-        spec, b = self.spec, self.batch
-        fixed = None
-        if self.fmt is not None:
-            fixed = {
-                "frac_bits": self.fmt.frac_bits,
-                "payload_bits": self.fmt.payload_bits,
-                "gain_shift": gain_shift(spec.gain),
-                "dt_shift": damping_shift(self.dt),
-            }
+        spec, b, num = self.spec, self.batch, self.numerics.params()
         n = len(spec.state_shapes)
-        self.input = P.InputLayer(shape=(b, *spec.input_shape))
+        fanout = fanouts(spec)
+        sender = {"n_senders": n + 1, "numerics": num, "delta_threshold": self.delta_threshold}
+        self.input = P.InputLayer(shape=(b, *spec.input_shape), index=0, fanout=fanout[0], **sender)
         self.layers = [
             P.StateLayer(
                 shape=(b, *shape),
-                index=i,
-                n_layers=n,
+                index=i + 1,
+                fanout=fanout[i + 1],
                 gain=spec.gain,
                 dt=self.dt,
-                fixed=fixed,
                 fail_at_step=self.fail_at_step if i == 0 else None,
+                **sender,
             )
             for i, shape in enumerate(spec.state_shapes)
         ]
-        self.monitor = P.Monitor(n_layers=n, batch=b, rows=self.check_every)
-        self.synapses: list[object] = []  # every connection process, for the resource report
+        self.monitor = P.Monitor(n_senders=n + 1, batch=b, rows=self.check_every, numerics=num)
+        self.synapses: list[object] = []  # every connection process (their weights re-load)
         sources = [self.input, *self.layers]
         for i, proj in enumerate(spec.projections):
             weight, bias, exp = self._numbers(proj)
             src, dst = sources[i], self.layers[i]
+            common = {"weight": weight, "weight_exp": exp, "numerics": num}
             if proj.kind == "conv":
                 fwd = P.ConvSynapses(
                     in_shape=(b, *proj.src),
-                    out_shape=(b, *proj.pre_pool),
-                    weight=weight,
+                    out_shape=(b, *proj.dst),
                     bias=bias,
                     padding=proj.padding,
-                    weight_exp=exp,
-                )
-                pool = P.MaxPool(in_shape=(b, *proj.pre_pool), out_shape=(b, *proj.dst), pool=proj.pool)
-                src.s_out.connect(fwd.s_in)
-                fwd.a_out.connect(pool.a_in)
-                pool.a_out.connect(dst.a_in)
-                self.synapses += [fwd, pool]
-                if i > 0:  # feedback from s^n to s^{n-1} through the switches of this conv
-                    unpool = P.Unpool(in_shape=(b, *proj.dst), out_shape=(b, *proj.pre_pool), pool=proj.pool)
-                    back = P.ConvTransposeSynapses(
-                        in_shape=(b, *proj.pre_pool),
-                        out_shape=(b, *proj.src),
-                        weight=weight,
-                        padding=proj.padding,
-                        weight_exp=exp,
-                    )
-                    dst.s_out.connect(unpool.s_in)
-                    pool.switch_out.connect(unpool.switch_in)
-                    unpool.a_out.connect(back.a_in)
-                    back.a_out.connect(src.a_in)
-                    self.synapses += [unpool, back]
-            else:
-                fwd = P.DenseSynapses(
-                    in_shape=(b, *proj.src), out_shape=(b, *proj.dst), weight=weight, bias=bias, weight_exp=exp
+                    pool=proj.pool,
+                    **common,
                 )
                 src.s_out.connect(fwd.s_in)
                 fwd.a_out.connect(dst.a_in)
-                self.synapses.append(fwd)
-                if i > 0:
-                    back = P.DenseTransposeSynapses(
-                        in_shape=(b, *proj.dst), out_shape=(b, *proj.src), weight=weight, weight_exp=exp
+                back = None
+                if i > 0:  # feedback from s^n to s^{n-1} through the switches of this conv
+                    back = P.ConvTransposeSynapses(
+                        in_shape=(b, *proj.dst),
+                        pre_pool=(b, *proj.pre_pool),
+                        out_shape=(b, *proj.src),
+                        padding=proj.padding,
+                        pool=proj.pool,
+                        **common,
                     )
                     dst.s_out.connect(back.a_in)
-                    back.a_out.connect(src.a_in)
-                    self.synapses.append(back)
+                    fwd.switch_out.connect(back.switch_in)
+            else:
+                fwd = P.DenseSynapses(in_shape=(b, *proj.src), out_shape=(b, *proj.dst), bias=bias, **common)
+                src.s_out.connect(fwd.s_in)
+                fwd.a_out.connect(dst.a_in)
+                back = None
+                if i > 0:
+                    back = P.DenseTransposeSynapses(in_shape=(b, *proj.dst), out_shape=(b, *proj.src), **common)
+                    dst.s_out.connect(back.a_in)
+            self.synapses.append(fwd)
+            if back is not None:
+                back.a_out.connect(src.a_in)
+                self.synapses.append(back)
+        last = self.layers[-1]
+        self.nudge = P.Nudge(
+            shape=(b, *spec.state_shapes[-1]),
+            classes=spec.classes,
+            output=spec.output,
+            weight=spec.readout_weight,
+            bias=spec.readout_bias,
+            numerics=num,
+        )
+        last.s_out.connect(self.nudge.s_in)
+        self.nudge.a_out.connect(last.a_in)
+        for layer in (self.input, *self.layers):
+            layer.stat_out.connect(self.monitor.stat_in)
         for layer in self.layers:
-            layer.r_out.connect(self.monitor.r_in)
             self.monitor.frozen_out.connect(layer.frozen_in)
 
     def _numbers(self, proj: Projection) -> tuple[np.ndarray, np.ndarray, int]:
-        """Weights, biases and weight exponent in the process models' format."""
+        """Weights, biases (float64 arrays) and weight exponent in the process models' format.
+
+        Fixed point: 8-bit weight mantissas with a shared exponent; biases at the drive
+        scale in Loihi's 13-bit-mantissa + 3-bit-exponent format (:func:`loihi_bias`).
+        """
         if self.fmt is None:
             return proj.weight, proj.bias, 0
         q = quantize_weights(proj.weight)
-        return q.w_int.astype(np.int32), to_fixed(proj.bias, self.fmt).astype(np.int32), q.weight_exp
+        return q.w_int.astype(np.float64), loihi_bias(proj.bias, self.fmt).value.astype(np.float64), q.weight_exp
+
+    def _params(self, spec: NetworkSpec) -> list[np.ndarray]:
+        """The ``params`` messages (one per synapse process, then the nudge) for ``spec``'s weights."""
+        flat = []
+        for i, proj in enumerate(spec.projections):
+            weight, bias, exp = self._numbers(proj)
+            flat.append(np.concatenate([weight.ravel(), bias.ravel(), [exp]]))
+            if i > 0:
+                flat.append(np.concatenate([weight.ravel(), [exp]]))
+        flat.append(np.concatenate([spec.readout_weight.ravel(), spec.readout_bias.ravel(), [0]]))
+        return flat
+
+    def load_weights(self, spec: NetworkSpec) -> None:
+        """Use ``spec``'s weights from the next reset on (sent through the ``params`` pipes, no rebuild).
+
+        ``spec`` must have the shapes of the network's own spec.
+        """
+        same = len(spec.projections) == len(self.spec.projections) and all(
+            a.weight.shape == b.weight.shape for a, b in zip(spec.projections, self.spec.projections)
+        )
+        if not same or spec.state_shapes != self.spec.state_shapes or spec.output != self.spec.output:
+            raise BackendError("lava: new weights must have the shapes of the network's model")
+        self._reload = spec
 
     # ------------------------------------------------------------------ running
     def _start(self) -> None:
         from lava.magma.core.run_configs import Loihi2SimCfg
 
+        from ephw.lava.procs.models import model_map
+
+        models = model_map(self.numerics)  # keyed by instance: lava then skips its model search
+        chosen = {proc: models[type(proc)] for proc in self._controlled()}
+        cfg = Loihi2SimCfg(select_tag=self.precision, exception_proc_model_map=chosen)
         # lava forks its processes here: they ignore SIGINT/SIGTERM (this process tears the
         # network down) and die with this process if it is killed (ephw.lava.lifetime). A
         # Ctrl-C/SIGTERM meanwhile waits for the forks to end: raised inside an at-fork hook
         # (logging has one), Python would print it as "Exception ignored" and drop it.
         with deferred(), children_die_with_parent():
-            self.monitor.create_runtime(run_cfg=Loihi2SimCfg(select_tag=self.precision))
+            self.monitor.create_runtime(run_cfg=cfg)
             self._started = True  # before a held-back signal is raised: stop() must end the children
             smm = getattr(self.monitor.runtime._messaging_infrastructure, "smm", None)
             server = getattr(smm, "_process", None)  # lava's shared-memory manager process
             self._pids = [a.pid for a in self._actors()] + ([server.pid] if server is not None else [])
+
+    def _controlled(self) -> list:
+        """Every process with a ``ctrl`` pipe."""
+        return [self.input, *self.layers, *self.synapses, self.nudge, self.monitor]
 
     def run_chunk(
         self,
@@ -238,12 +311,16 @@ class LavaNetwork:
         tol: float | None,
         images: np.ndarray | None = None,
         init: Sequence[np.ndarray] | None = None,
+        beta: float = 0.0,
+        target: np.ndarray | None = None,
     ) -> ChunkResult:
-        """Run ``steps`` timesteps (at most ``check_every``) and read residuals and states.
+        """Run ``steps`` timesteps (at most ``check_every``) and read residuals, counts and states.
 
         With ``images`` (normalised, ``(B, C, H, W)`` float) the network is reset first:
         new input, states ``init`` (float ``(B, *shape)`` per layer; default zeros), no
-        sample frozen.
+        sample frozen, nudging target ``target`` (``(B, classes)`` one-hot/probabilities;
+        default zeros); weights given to :meth:`load_weights` are loaded then. ``beta``
+        (``-beta dL/ds^N`` is added to the last layer's drive) holds for this chunk.
         """
         if self._closed:
             raise BackendError("lava: this network was stopped")
@@ -252,37 +329,43 @@ class LavaNetwork:
         from lava.magma.core.run_conditions import RunSteps
 
         reset = images is not None
-        ctrl = np.array([steps, float(reset), -1.0 if tol is None else tol])
+        reload = reset and self._reload is not None
+        ctrl = np.array([steps, float(reset), -1.0 if tol is None else tol, float(beta), float(reload)])
+        num = self.numerics
         try:
             if not self._started:
                 self._start()
-            for proc in (self.input, *self.layers, self.monitor):
+            for proc in self._controlled():
                 proc.ctrl.external_pipe_csp_send_port.send(ctrl)
             if reset:
-                self.input.load.external_pipe_csp_send_port.send(self._encode(images, signed=True))
+                self.input.load.external_pipe_csp_send_port.send(num.encode(images))
                 zeros = [np.zeros((self.batch, *s)) for s in self.spec.state_shapes]
                 for layer, s in zip(self.layers, init if init is not None else zeros):
-                    layer.load.external_pipe_csp_send_port.send(self._encode(s, signed=False))
+                    layer.load.external_pipe_csp_send_port.send(num.encode(s, nonnegative=True))
+                y = np.zeros((self.batch, self.spec.classes)) if target is None else np.asarray(target, np.float64)
+                self.nudge.load.external_pipe_csp_send_port.send(y)
+            if reload:
+                for proc, flat in zip([*self.synapses, self.nudge], self._params(self._reload)):
+                    proc.params.external_pipe_csp_send_port.send(flat)
+                self.spec, self._reload = self._reload, None
             self.monitor.run(condition=RunSteps(num_steps=steps))
             report = np.array(self.monitor.report.external_pipe_csp_recv_port.recv())
-            states = [self._decode(layer.state_out.external_pipe_csp_recv_port.recv()) for layer in self.layers]
+            states = [num.decode(layer.state_out.external_pipe_csp_recv_port.recv()) for layer in self.layers]
         except BaseException as exc:
             failure = self._child_failures() if isinstance(exc, RuntimeError) else None
             self.stop(force=True)
             if failure:
                 raise LavaRuntimeError(failure) from exc
             raise
-        return ChunkResult(report[:steps], report[-2].astype(bool), report[-1].astype(np.int64), states)
-
-    def _encode(self, a: np.ndarray, signed: bool) -> np.ndarray:
-        if self.fmt is None:
-            return np.asarray(a, dtype=np.float64)
-        q = to_fixed(a, self.fmt)
-        return (q if signed else np.clip(q, 0, self.fmt.scale)).astype(np.int32)
-
-    def _decode(self, a: np.ndarray) -> np.ndarray:
-        a = np.array(a, dtype=np.float64)
-        return a if self.fmt is None else a / self.fmt.scale
+        rows = self.check_every
+        return ChunkResult(
+            report[:steps],
+            report[rows : rows + steps],
+            report[2 * rows : 2 * rows + steps],
+            report[-2].astype(bool),
+            report[-1].astype(np.int64),
+            states,
+        )
 
     # ------------------------------------------------------------------ teardown
     @property
@@ -363,9 +446,49 @@ def _force_stop(runtime) -> None:
     runtime._is_running = False
 
 
+def _forward_fanout(proj: Projection) -> np.ndarray:
+    """Synapses each unit of ``proj``'s source drives, shaped like the source ``(*src)``."""
+    if proj.kind == "dense":
+        return np.full(proj.src, float(math.prod(proj.dst)))
+    c_out, k = proj.weight.shape[0], proj.weight.shape[-1]
+    cover = conv2d_transpose(np.ones((1, 1, *proj.pre_pool[1:])), np.ones((1, 1, k, k)), proj.padding)[0, 0]
+    return np.broadcast_to(c_out * cover, proj.src).astype(np.float64)
+
+
+def _feedback_fanout(proj: Projection) -> np.ndarray:
+    """Synapses each unit of ``proj``'s destination drives back to the source, shaped ``(*dst)``.
+
+    Conv: a pooled unit feeds one position of its window (the switch), which reaches
+    ``C_in`` times the valid taps there; the switch is data-dependent, so the mean over
+    the window is used.
+    """
+    if proj.kind == "dense":
+        return np.full(proj.dst, float(math.prod(proj.src)))
+    c_in, k, pool = proj.weight.shape[1], proj.weight.shape[-1], proj.pool
+    taps = conv2d(np.ones((1, 1, *proj.src[1:])), np.ones((1, 1, k, k)), proj.padding)[0, 0]
+    h, w = proj.dst[1:]
+    mean = taps[: h * pool, : w * pool].reshape(h, pool, w, pool).mean((1, 3))
+    return np.broadcast_to(c_in * mean, proj.dst).astype(np.float64)
+
+
+def fanouts(spec: NetworkSpec) -> list[np.ndarray]:
+    """Per sender (input, then every state layer) the synapses each of its neurons drives.
+
+    A message (a graded spike) of a neuron costs one synaptic operation per synapse it
+    drives: forward into the next layer and back into the previous one. The readout (only
+    read while nudging) is not counted.
+    """
+    out = [np.zeros(spec.input_shape), *[np.zeros(s) for s in spec.state_shapes]]
+    for i, proj in enumerate(spec.projections):
+        out[i] = out[i] + _forward_fanout(proj)
+        if i > 0:
+            out[i + 1] = out[i + 1] + _feedback_fanout(proj)
+    return out
+
+
 def chunks(steps: int, every: int) -> list[int]:
     """Chunk lengths covering ``steps`` timesteps, each at most ``every``."""
     return [min(every, steps - k) for k in range(0, steps, every)] if steps > 0 else []
 
 
-__all__ = ["ChunkResult", "LavaNetwork", "LavaRuntimeError", "NetworkSpec", "Projection", "chunks"]
+__all__ = ["ChunkResult", "LavaNetwork", "LavaRuntimeError", "NetworkSpec", "Projection", "chunks", "fanouts"]

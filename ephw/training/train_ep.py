@@ -81,7 +81,7 @@ CIFAR_DEFAULTS = dict(
 
 def ep_backends() -> list[str]:
     """The registered backends that settle nudged phases (``beta != 0``): a backend class with
-    ``nudging = False`` (the lava backends, for now) settles free phases only."""
+    ``nudging = False`` settles free phases only."""
     return [name for name, cls in BACKENDS.items() if getattr(cls, "nudging", True)]
 
 

@@ -51,3 +51,17 @@ def test_formats_and_power_of_two_checks():
         damping_shift(0.3)
     with pytest.raises(BackendError):
         FixedPointFormat(frac_bits=30)
+
+
+def test_biases_take_loihis_13_bit_mantissa_and_3_bit_exponent():
+    from ephw.lava.fixed_point import FixedPointFormat, loihi_bias
+
+    fmt = FixedPointFormat(frac_bits=10)
+    b = np.array([0.1, -3.9, 5.0, 100.0, -1e6])
+    q = loihi_bias(b, fmt)
+    assert q.mant.min() >= -4096 and q.mant.max() <= 4095
+    assert q.exp.min() >= 0 and q.exp.max() <= 7
+    assert list(q.exp) == [0, 0, 1, 5, 7]  # the smallest exponent whose mantissa fits
+    assert np.array_equal(q.value[:2], np.round(b[:2] * 1024))  # small biases: exact to one LSB of the scale
+    assert q.value[2] == 5 * 1024 and q.value[3] == 100 * 1024
+    assert q.value[4] == -4096 * 2**7  # saturated

@@ -13,7 +13,7 @@ import torch
 
 import ephw
 from ephw.backends.lava import Lava, LavaFixed
-from ephw.errors import BackendError
+from ephw.errors import InputError
 from ephw.lava.network import LavaRuntimeError
 
 pytestmark = pytest.mark.skipif(find_spec("lava") is None, reason="lava-nc not installed (make test installs it)")
@@ -98,17 +98,22 @@ def test_network_is_reused_across_batches_and_smaller_batches_are_padded(small):
         for a, b in zip(part.states, first.states):
             assert (a - b[:3]).abs().max() < 1e-12
         with torch.no_grad():
-            net.convs[0].weight.mul_(0.5)  # a weight update means a new network
-        assert lava.network(net, 8).child_pids() != pids
-        assert not any(alive(p) for p in pids)
+            net.convs[0].weight.mul_(0.5)  # a weight update is loaded into the running network
+        moved = ephw.settle(net, x, lava, steps=50, tol=1e-8)
+        assert lava.network(net, 8).child_pids() == pids
+        ref = ephw.settle(net, x, "euler", steps=50, tol=1e-8)
+        for a, b in zip(moved.states, ref.states):
+            assert (a - b).abs().max() < 1e-12
+        assert max(float((a - b).abs().max()) for a, b in zip(moved.states, first.states)) > 1e-3
     finally:
         lava.close()
+    assert not any(alive(p) for p in pids)
 
 
-def test_nudged_phase_is_refused_with_a_clear_error(small):
+def test_nudged_phase_without_target_is_an_input_error(small):
     net, x = small
-    with pytest.raises(BackendError, match="beta"):
-        ephw.settle(net, x, "lava", beta=0.5, target=torch.zeros(8, dtype=torch.long))
+    with pytest.raises(InputError, match="target"):
+        ephw.settle(net, x, "lava", beta=0.5)
 
 
 @pytest.mark.parametrize("cls", [Lava, LavaFixed])

@@ -1,13 +1,15 @@
-"""numpy ProcessModels of the EP-CNN Processes, tagged ``floating_pt`` and ``fixed_pt``.
+"""numpy ProcessModels of the EP-CNN Processes: one implementation per Process.
 
-*How* each Process computes, on the CPU of lava's ``Loihi2SimCfg``. The floating-point
-models compute in float64; the fixed-point ones follow :mod:`ephw.lava.fixed_point`
-(8-bit weight mantissas with a shared exponent per projection, integer states at scale
-``2**frac_bits``, 24-bit saturated graded payloads). No torch in here: lava runs these in
-forked children, where torch can hang.
+*How* each Process computes, on the CPU of lava's ``Loihi2SimCfg``. The precision is a
+parameter (:class:`~ephw.lava.numerics.Numerics`, ``proc_params["numerics"]``), not a
+second copy of the model: :func:`model_map` gives, for a precision and payload dtype, the
+lava ProcessModel class of every Process -- the one implementation below with its ports
+and Vars typed for that dtype (lava sizes its message buffers from these types) and
+tagged ``floating_pt``/``fixed_pt``. No torch in here: lava runs these in forked
+children, where torch can hang.
 
-Within a timestep, messages flow layer -> synapses -> (pool ->) layer; state layers send
-their previous state first, which makes the one-step delay of every loop.
+Within a timestep, messages flow layer -> synapses -> layer; state layers send their
+previous state first, which makes the one-step delay of every loop.
 """
 
 from __future__ import annotations
@@ -26,45 +28,57 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
 from ephw.lava.conv import conv2d, conv2d_transpose, max_pool, unpool  # noqa: E402
-from ephw.lava.fixed_point import saturate, shift  # noqa: E402
-from ephw.lava.procs.processes import (  # noqa: E402
-    ConvSynapses,
-    ConvTransposeSynapses,
-    DenseSynapses,
-    DenseTransposeSynapses,
-    InputLayer,
-    MaxPool,
-    Monitor,
-    StateLayer,
-    Unpool,
-)
-
-PAYLOAD_BITS = 24
-
-FLOAT_IN = LavaPyType(PyInPort.VEC_DENSE, float)
-FLOAT_OUT = LavaPyType(PyOutPort.VEC_DENSE, float)
-INT_IN = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=PAYLOAD_BITS)
-INT_OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=PAYLOAD_BITS)
-SWITCH_IN = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=8)
-SWITCH_OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
-FLAG_IN = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
-FLAG_OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=1)
+from ephw.lava.numerics import Numerics  # noqa: E402
+from ephw.lava.procs import processes as P  # noqa: E402
 
 
 class InjectedFailure(RuntimeError):
     """Raised by a process model when the diagnostic ``fail_at_step`` hook fires."""
 
 
+# ---------------------------------------------------------------------------- port/Var types
+#: how a port or Var is typed: ``payload`` (the network's payload dtype), ``host`` (float64
+#: control and statistics), ``switch`` (pooling switches), ``flag`` (frozen flags)
+_KINDS = ("payload", "host", "switch", "flag")
+
+
+def _lava_type(kind: str, direction: str, num: Numerics) -> LavaPyType:
+    """The ``LavaPyType`` of a port (``direction`` ``"in"``/``"out"``) or Var (``"var"``)."""
+    if kind == "payload":
+        dtype, bits = (np.int32, num.payload_bits) if num.fixed else (num.np_dtype.type, None)
+    elif kind == "host":
+        dtype, bits = np.float64, None
+    elif kind == "switch":
+        dtype, bits = np.int32, 8
+    else:
+        dtype, bits = np.int32, 1
+    if direction == "var":
+        return LavaPyType(np.ndarray, dtype, precision=bits)
+    port = PyInPort.VEC_DENSE if direction == "in" else PyOutPort.VEC_DENSE
+    return LavaPyType(port, dtype, precision=bits)
+
+
+# ---------------------------------------------------------------------------- shared behaviour
 class _Guarded(PyLoihiProcessModel):
     """Runs :meth:`_step`; if it raises, first sends zeros on every peer OutPort not yet sent.
 
     A lava timestep completes only when every model has answered; a model that dies
     before sending would leave its peers blocked in ``recv`` and lava's runtime waiting
     forever. Releasing them lets the error reach the host through lava's own error path.
+
+    Subclasses declare their ports and Vars as ``{name: kind}`` in ``inports``,
+    ``outports`` (peer ports first) and ``variables``; ``peer_outputs`` names the
+    OutPorts connected to other models (not host pipes).
     """
 
-    #: names of the OutPorts connected to other models (not host pipes)
+    inports: dict[str, str] = {}
+    outports: dict[str, str] = {}
+    variables: dict[str, str] = {}
     peer_outputs: tuple[str, ...] = ()
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.num = Numerics(**proc_params["numerics"])
 
     def run_spk(self) -> None:
         self._sent: set[str] = set()
@@ -86,16 +100,15 @@ class _Guarded(PyLoihiProcessModel):
 
 
 class _Chunked(_Guarded):
-    """Chunk bookkeeping shared by the models that talk to the host.
-
-    At the first timestep of every chunk the model receives ``[steps, reset, tol]`` on
-    its ``ctrl`` pipe; :meth:`_at_end` is true at the chunk's last timestep.
-    """
+    """Chunk bookkeeping: at the first timestep of every chunk the model receives the host's
+    ``ctrl`` message ``[steps, reset, tol, beta, reload]``; :meth:`_at_end` is true at the
+    chunk's last timestep."""
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self._next_ctrl = 1
         self._end = 0
+        self.beta = 0.0
 
     def _begin(self) -> np.ndarray | None:
         if self.time_step != self._next_ctrl:
@@ -103,341 +116,238 @@ class _Chunked(_Guarded):
         msg = self.ctrl.recv()
         self._end = self.time_step + int(msg[0]) - 1
         self._next_ctrl = self._end + 1
+        self.beta = float(msg[3])
         return msg
 
     def _at_end(self) -> bool:
         return self.time_step == self._end
 
 
-# ---------------------------------------------------------------------------- input
-class _InputModel(_Chunked):
-    peer_outputs = ("s_out",)
+# ---------------------------------------------------------------------------- input and state layers
+class _SenderModel(_Chunked):
+    """A layer that sends its state, densely or as deltas (sigma-delta messaging).
 
-    def _step(self) -> None:
-        msg = self._begin()
-        if msg is not None and msg[1]:
-            self.s = self.load.recv()
-        self._send("s_out", self.s)
+    Dense: every neuron sends its state every timestep (a zero state sends nothing, as a
+    graded spike of payload 0). Delta with threshold ``T``: a neuron sends only where
+    ``|s - s_sent| > T`` and its receivers hold ``s_sent`` (accumulated deltas); the
+    payload here is that reconstruction (dense array), the counts are what would travel.
+    """
 
-
-@implements(proc=InputLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyInputLayerFloat(_InputModel):
-    s_out: PyOutPort = FLOAT_OUT
-    ctrl: PyInPort = FLOAT_IN
-    load: PyInPort = FLOAT_IN
-    s: np.ndarray = LavaPyType(np.ndarray, float)
-
-
-@implements(proc=InputLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyInputLayerFixed(_InputModel):
-    s_out: PyOutPort = INT_OUT
-    ctrl: PyInPort = FLOAT_IN
-    load: PyInPort = INT_IN
-    s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=PAYLOAD_BITS)
-
-
-# ---------------------------------------------------------------------------- state layers
-class _StateModel(_Chunked):
-    """``s <- (1 - dt) s + dt sigma(u)`` for samples not frozen by the monitor."""
-
-    peer_outputs = ("s_out", "r_out")
+    inports = {"ctrl": "host", "load": "payload"}
+    outports = {"s_out": "payload", "stat_out": "host"}
+    variables = {"s": "payload"}
+    peer_outputs = ("s_out", "stat_out")
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self._index = proc_params["index"]
+        thr = proc_params["delta_threshold"]
+        self._threshold = None if thr is None else self.num.threshold(thr)
+        self._fanout = np.asarray(proc_params["fanout"], dtype=np.float64)
+        self._ref: np.ndarray | None = None
+        self._t = 0  # timesteps since the last reset
+
+    def _reset(self, msg: np.ndarray | None) -> None:
+        if msg is not None and msg[1]:
+            self.s = self.load.recv()
+            self._ref = np.zeros_like(self.s)
+            self._t = 0
+        self._t += 1
+
+    def _emit(self) -> np.ndarray:
+        """Send the state (the one of the previous timestep); returns the stats block to fill."""
+        s = self.s
+        if self._threshold is None:
+            sent, active = s, s != 0
+        else:
+            active = np.abs(s.astype(np.float64) - self._ref) > self._threshold
+            self._ref = np.where(active, s, self._ref)
+            sent = self._ref
+        self._send("s_out", sent)
+        batch = s.shape[0]
+        stats = np.zeros(self.stat_out.shape)
+        stats[self._index, 1] = active.reshape(batch, -1).sum(1)
+        stats[self._index, 2] = (active * self._fanout).reshape(batch, -1).sum(1)
+        return stats
+
+
+class _InputModel(_SenderModel):
+    def _step(self) -> None:
+        self._reset(self._begin())
+        self._send("stat_out", self._emit())
+
+
+class _StateModel(_SenderModel):
+    """``s <- (1 - dt) s + dt sigma(u)`` for samples not frozen by the monitor."""
+
+    inports = {**_SenderModel.inports, "a_in": "payload", "frozen_in": "flag"}
+    outports = {**_SenderModel.outports, "state_out": "payload"}
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
         self._gain = proc_params["gain"]
         self._dt = proc_params["dt"]
         self._fail_at = proc_params["fail_at_step"]
-        self._t = 0  # timesteps since the last reset
 
     def _step(self) -> None:
-        msg = self._begin()
-        if msg is not None and msg[1]:
-            self.s = self.load.recv()
-            self._t = 0
-        self._t += 1
-        self._send("s_out", self.s)  # the previous timestep's state: the one-step delay
+        self._reset(self._begin())
+        stats = self._emit()  # the previous timestep's state: the one-step delay
         if self._fail_at is not None and self._t == self._fail_at:
             raise InjectedFailure(
                 f"injected failure (diagnostic option fail_at_step={self._fail_at}) in state layer "
-                f"{self._index + 1} at lava timestep {self._t}"
+                f"{self._index} at lava timestep {self._t}"
             )
         u = self.a_in.recv()
         frozen = self.frozen_in.recv().astype(bool)
-        new = self._update(u)
+        new = self.num.update(self.s, u, self._gain, self._dt)
         new[frozen] = self.s[frozen]
-        rows = np.zeros(self.r_out.shape)
-        rows[self._index] = self._residual(new)
-        self._send("r_out", rows)
+        stats[self._index, 0] = self.num.residual(new, self.s, self._dt)
+        self._send("stat_out", stats)
         self.s = new
         if self._at_end():
             self.state_out.send(self.s)
 
-    def _update(self, u: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _residual(self, new: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-@implements(proc=StateLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyStateLayerFloat(_StateModel):
-    a_in: PyInPort = FLOAT_IN
-    s_out: PyOutPort = FLOAT_OUT
-    r_out: PyOutPort = FLOAT_OUT
-    frozen_in: PyInPort = FLAG_IN
-    ctrl: PyInPort = FLOAT_IN
-    load: PyInPort = FLOAT_IN
-    state_out: PyOutPort = FLOAT_OUT
-    s: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def _update(self, u: np.ndarray) -> np.ndarray:
-        target = np.clip(u * self._gain, 0.0, 1.0)
-        return target if self._dt == 1.0 else self.s + self._dt * (target - self.s)
-
-    def _residual(self, new: np.ndarray) -> np.ndarray:
-        return np.abs(new - self.s).reshape(new.shape[0], -1).max(1) / self._dt
-
-
-@implements(proc=StateLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyStateLayerFixed(_StateModel):
-    a_in: PyInPort = INT_IN
-    s_out: PyOutPort = INT_OUT
-    r_out: PyOutPort = FLOAT_OUT
-    frozen_in: PyInPort = FLAG_IN
-    ctrl: PyInPort = FLOAT_IN
-    load: PyInPort = INT_IN
-    state_out: PyOutPort = INT_OUT
-    s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=PAYLOAD_BITS)
-
-    def __init__(self, proc_params) -> None:
-        super().__init__(proc_params)
-        fixed = proc_params["fixed"]
-        self._scale = 1 << fixed["frac_bits"]
-        self._payload = fixed["payload_bits"]
-        self._gain_shift = fixed["gain_shift"]
-        self._dt_shift = fixed["dt_shift"]
-
-    def _update(self, u: np.ndarray) -> np.ndarray:
-        u = saturate(u.astype(np.int64), self._payload)  # the dendritic sum of forward + feedback payloads
-        target = np.clip(shift(u, self._gain_shift), 0, self._scale)
-        s = self.s.astype(np.int64)
-        new = target if self._dt_shift == 0 else s + shift(target - s, -self._dt_shift)
-        return new.astype(np.int32)
-
-    def _residual(self, new: np.ndarray) -> np.ndarray:
-        diff = np.abs(new.astype(np.int64) - self.s).reshape(new.shape[0], -1).max(1)
-        return diff * (2.0**self._dt_shift / self._scale)
-
 
 # ---------------------------------------------------------------------------- synapses
-class _FixedSynapses(_Guarded):
-    """Integer synaptic sums: ``shift(sum w_int s, weight_exp)`` (+ bias), saturated payloads."""
+class _SynapseModel(_Chunked):
+    """A linear map with re-loadable weights: ``params`` = ``[weight, bias, weight_exp]`` (float64)."""
 
+    inports = {"ctrl": "host", "params": "host"}
+    outports = {"a_out": "payload"}
+    variables = {"weight": "host"}
     peer_outputs = ("a_out",)
+    has_bias = False
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self._exp = proc_params["weight_exp"]
-        self._w = None
-
-    def _weight(self) -> np.ndarray:
-        if self._w is None:  # float64 copy: the integer sums are exact below 2**53
-            self._w = self.weight.astype(np.float64)
-        return self._w
-
-    def _finish(self, acc: np.ndarray, bias: np.ndarray | int = 0) -> np.ndarray:
-        out = shift(np.rint(acc).astype(np.int64), self._exp) + bias
-        return saturate(out, PAYLOAD_BITS).astype(np.int32)
-
-
-@implements(proc=ConvSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyConvSynapsesFloat(_Guarded):
-    peer_outputs = ("a_out",)
-    s_in: PyInPort = FLOAT_IN
-    a_out: PyOutPort = FLOAT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-    bias: np.ndarray = LavaPyType(np.ndarray, float)
+        self._w: np.ndarray | None = None
+        self._b: np.ndarray | int = 0
 
     def _step(self) -> None:
-        s = self.s_in.recv()
-        self._send("a_out", conv2d(s, self.weight, self.proc_params["padding"]) + self.bias[None, :, None, None])
+        msg = self._begin()
+        if msg is not None and msg[4]:
+            self._reload(self.params.recv())
+        if self._w is None:
+            self._cache()
+        self._compute()
+
+    def _reload(self, flat: np.ndarray) -> None:
+        n = self.weight.size
+        self.weight = flat[:n].reshape(self.weight.shape)
+        if self.has_bias:
+            self.bias = flat[n : n + self.bias.size].reshape(self.bias.shape)
+        self._exp = int(flat[-1])
+        self._cache()
+
+    def _cache(self) -> None:
+        """Weights in the compute dtype, biases as payloads (exact integers in fixed point)."""
+        self._w = np.ascontiguousarray(self.weight, dtype=self.num.compute_dtype)
+        if self.has_bias:
+            self._b = self.bias.astype(np.int64) if self.num.fixed else self.bias.astype(self.num.np_dtype)
+
+    def _compute(self) -> None:
+        raise NotImplementedError
 
 
-@implements(proc=ConvSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyConvSynapsesFixed(_FixedSynapses):
-    s_in: PyInPort = INT_IN
-    a_out: PyOutPort = INT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=9)
-    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=PAYLOAD_BITS)
+class _ConvModel(_SynapseModel):
+    """``P(w * s + b)`` and the pooling switches (first argmax per window, as torch)."""
 
-    def _step(self) -> None:
-        s = self.s_in.recv().astype(np.float64)
-        acc = conv2d(s, self._weight(), self.proc_params["padding"])
-        self._send("a_out", self._finish(acc, self.bias.astype(np.int64)[None, :, None, None]))
-
-
-@implements(proc=ConvTransposeSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyConvTransposeSynapsesFloat(_Guarded):
-    peer_outputs = ("a_out",)
-    a_in: PyInPort = FLOAT_IN
-    a_out: PyOutPort = FLOAT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def _step(self) -> None:
-        self._send("a_out", conv2d_transpose(self.a_in.recv(), self.weight, self.proc_params["padding"]))
-
-
-@implements(proc=ConvTransposeSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyConvTransposeSynapsesFixed(_FixedSynapses):
-    a_in: PyInPort = INT_IN
-    a_out: PyOutPort = INT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=9)
-
-    def _step(self) -> None:
-        v = self.a_in.recv().astype(np.float64)
-        self._send("a_out", self._finish(conv2d_transpose(v, self._weight(), self.proc_params["padding"])))
-
-
-@implements(proc=DenseSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyDenseSynapsesFloat(_Guarded):
-    peer_outputs = ("a_out",)
-    s_in: PyInPort = FLOAT_IN
-    a_out: PyOutPort = FLOAT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-    bias: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def _step(self) -> None:
-        s = self.s_in.recv()
-        self._send("a_out", s.reshape(s.shape[0], -1) @ self.weight.T + self.bias)
-
-
-@implements(proc=DenseSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyDenseSynapsesFixed(_FixedSynapses):
-    s_in: PyInPort = INT_IN
-    a_out: PyOutPort = INT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=9)
-    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=PAYLOAD_BITS)
-
-    def _step(self) -> None:
-        s = self.s_in.recv().astype(np.float64)
-        self._send("a_out", self._finish(s.reshape(s.shape[0], -1) @ self._weight().T, self.bias.astype(np.int64)))
-
-
-@implements(proc=DenseTransposeSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyDenseTransposeSynapsesFloat(_Guarded):
-    peer_outputs = ("a_out",)
-    a_in: PyInPort = FLOAT_IN
-    a_out: PyOutPort = FLOAT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def _step(self) -> None:
-        self._send("a_out", (self.a_in.recv() @ self.weight).reshape(self.a_out.shape))
-
-
-@implements(proc=DenseTransposeSynapses, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyDenseTransposeSynapsesFixed(_FixedSynapses):
-    a_in: PyInPort = INT_IN
-    a_out: PyOutPort = INT_OUT
-    weight: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=9)
-
-    def _step(self) -> None:
-        v = self.a_in.recv().astype(np.float64)
-        self._send("a_out", self._finish(v @ self._weight()).reshape(self.a_out.shape))
-
-
-# ---------------------------------------------------------------------------- pooling
-class _MaxPoolModel(_Guarded):
+    inports = {**_SynapseModel.inports, "s_in": "payload"}
+    outports = {"a_out": "payload", "switch_out": "switch"}
+    variables = {"weight": "host", "bias": "host"}
     peer_outputs = ("a_out", "switch_out")
+    has_bias = True
 
-    def _step(self) -> None:
-        pooled, switch = max_pool(self.a_in.recv(), self.proc_params["pool"])
+    def _compute(self) -> None:
+        s = self.s_in.recv().astype(self.num.compute_dtype, copy=False)
+        a = self.num.synaptic(conv2d(s, self._w, self.proc_params["padding"]), self._exp, self._b[None, :, None, None])
+        pooled, switch = max_pool(a, self.proc_params["pool"])
         self._send("a_out", pooled)
         self._send("switch_out", switch.astype(np.int32))
 
 
-@implements(proc=MaxPool, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyMaxPoolFloat(_MaxPoolModel):
-    a_in: PyInPort = FLOAT_IN
-    a_out: PyOutPort = FLOAT_OUT
-    switch_out: PyOutPort = SWITCH_OUT
+class _ConvTransposeModel(_SynapseModel):
+    """``w~ * P^-1(v)``: each pooled value at the switch of the same timestep's forward conv."""
+
+    inports = {**_SynapseModel.inports, "a_in": "payload", "switch_in": "switch"}
+
+    def _compute(self) -> None:
+        v = self.a_in.recv()
+        switch = self.switch_in.recv()
+        up = unpool(v, switch, self.proc_params["pool"], self.proc_params["pre_pool"][-2:])
+        acc = conv2d_transpose(up.astype(self.num.compute_dtype, copy=False), self._w, self.proc_params["padding"])
+        self._send("a_out", self.num.synaptic(acc, self._exp))
 
 
-@implements(proc=MaxPool, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyMaxPoolFixed(_MaxPoolModel):
-    a_in: PyInPort = INT_IN
-    a_out: PyOutPort = INT_OUT
-    switch_out: PyOutPort = SWITCH_OUT
+class _DenseModel(_SynapseModel):
+    inports = {**_SynapseModel.inports, "s_in": "payload"}
+    variables = {"weight": "host", "bias": "host"}
+    has_bias = True
+
+    def _compute(self) -> None:
+        s = self.s_in.recv().astype(self.num.compute_dtype, copy=False)
+        self._send("a_out", self.num.synaptic(s.reshape(s.shape[0], -1) @ self._w.T, self._exp, self._b))
 
 
-class _UnpoolModel(_Guarded):
-    peer_outputs = ("a_out",)
+class _DenseTransposeModel(_SynapseModel):
+    inports = {**_SynapseModel.inports, "a_in": "payload"}
+
+    def _compute(self) -> None:
+        v = self.a_in.recv().astype(self.num.compute_dtype, copy=False)
+        self._send("a_out", self.num.synaptic(v @ self._w, self._exp).reshape(self.a_out.shape))
+
+
+class _NudgeModel(_SynapseModel):
+    """``-beta dL/ds^N`` at the drive scale; zeros while ``beta = 0``.
+
+    The readout and softmax are evaluated in float64 from the received (decoded) state;
+    in fixed point the drive is rounded to the drive scale ``S = 2**frac_bits`` and
+    saturated, like every other payload.
+    """
+
+    inports = {**_SynapseModel.inports, "s_in": "payload", "load": "host"}
+    variables = {"weight": "host", "bias": "host"}
+    has_bias = True
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self._target: np.ndarray | None = None
+
+    def _cache(self) -> None:
+        self._w = np.asarray(self.weight, dtype=np.float64)
+        self._b = np.asarray(self.bias, dtype=np.float64)
 
     def _step(self) -> None:
-        v = self.s_in.recv()
-        switch = self.switch_in.recv()
-        self._send("a_out", unpool(v, switch, self.proc_params["pool"], self.a_out.shape[2:]))
-
-
-@implements(proc=Unpool, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyUnpoolFloat(_UnpoolModel):
-    s_in: PyInPort = FLOAT_IN
-    switch_in: PyInPort = SWITCH_IN
-    a_out: PyOutPort = FLOAT_OUT
-
-
-@implements(proc=Unpool, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyUnpoolFixed(_UnpoolModel):
-    s_in: PyInPort = INT_IN
-    switch_in: PyInPort = SWITCH_IN
-    a_out: PyOutPort = INT_OUT
+        msg = self._begin()
+        if msg is not None and msg[1]:
+            self._target = self.load.recv()
+        if msg is not None and msg[4]:
+            self._reload(self.params.recv())
+        if self._w is None:
+            self._cache()
+        s = self.s_in.recv()
+        if self.beta == 0.0:
+            self._send("a_out", np.zeros(self.a_out.shape, dtype=self.num.np_dtype))
+            return
+        out = self.num.decode(s).reshape(s.shape[0], -1)
+        if self.proc_params["output"] == "mse":
+            grad = out - self._target
+        else:
+            logits = out @ self._w.T + self._b
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            grad = (p - self._target) @ self._w
+        self._send("a_out", self.num.encode((-self.beta * grad).reshape(self.a_out.shape)))
 
 
 # ---------------------------------------------------------------------------- monitor
-@implements(proc=Monitor, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt", "fixed_pt")
-class PyMonitor(_Chunked):
-    """Host-side bookkeeping (the same in both precisions): residuals and freezing."""
+class _MonitorModel(_Chunked):
+    """Residuals, freezing and activity counts (the same in every precision)."""
 
+    inports = {"ctrl": "host", "stat_in": "host"}
+    outports = {"frozen_out": "flag", "report": "host"}
     peer_outputs = ("frozen_out",)
-
-    r_in: PyInPort = FLOAT_IN
-    frozen_out: PyOutPort = FLAG_OUT
-    ctrl: PyInPort = FLOAT_IN
-    report: PyOutPort = FLOAT_OUT
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
@@ -458,16 +368,61 @@ class PyMonitor(_Chunked):
                 self._when = np.zeros(batch)
                 self._t = 0
         self._send("frozen_out", self._frozen.astype(np.int32))  # decided at the previous timestep
-        r = self.r_in.recv().max(0)
+        stats = self.stat_in.recv()
+        r = stats[:, 0].max(0)
         self._t += 1
-        self._rows.append(r)
+        self._rows.append(np.stack([r, stats[:, 1].sum(0), stats[:, 2].sum(0)]))
         if self._tol is not None:
             newly = (r < self._tol) & ~self._frozen
             self._when[newly] = self._t
             self._frozen |= newly
         if self._at_end():
+            rows = self.proc_params["rows"]
             report = np.zeros(self.report.shape)
-            report[: len(self._rows)] = self._rows
+            got = np.stack(self._rows, 1)  # (3, n, B)
+            for k in range(3):
+                report[k * rows : k * rows + got.shape[1]] = got[k]
             report[-2] = self._frozen
             report[-1] = self._when
             self.report.send(report)
+
+
+# ---------------------------------------------------------------------------- registration
+#: the one implementation of every Process
+IMPLEMENTATIONS: dict[type, type[_Guarded]] = {
+    P.InputLayer: _InputModel,
+    P.StateLayer: _StateModel,
+    P.ConvSynapses: _ConvModel,
+    P.ConvTransposeSynapses: _ConvTransposeModel,
+    P.DenseSynapses: _DenseModel,
+    P.DenseTransposeSynapses: _DenseTransposeModel,
+    P.Nudge: _NudgeModel,
+    P.Monitor: _MonitorModel,
+}
+
+_MODELS: dict[tuple[type, str, str], type] = {}
+
+
+def _typed_model(proc: type, impl: type[_Guarded], num: Numerics) -> type:
+    """``impl`` with its ports/Vars typed for ``num``, registered for ``proc`` (cached, module-level)."""
+    key = (proc, num.precision, num.dtype)
+    if key not in _MODELS:
+        attrs: dict[str, object] = {"__module__": __name__}
+        for name, kind in impl.inports.items():
+            attrs[name] = _lava_type(kind, "in", num)
+        for name, kind in impl.outports.items():
+            attrs[name] = _lava_type(kind, "out", num)
+        for name, kind in impl.variables.items():
+            attrs[name] = _lava_type(kind, "var", num)
+        name = f"Py{proc.__name__}_{num.precision}_{num.dtype}"
+        cls = type(name, (impl,), attrs)
+        cls.__qualname__ = name
+        cls = tag(num.precision)(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(cls)))
+        globals()[name] = cls  # importable by name, as lava's own models are
+        _MODELS[key] = cls
+    return _MODELS[key]
+
+
+def model_map(num: Numerics) -> dict[type, type]:
+    """Process class -> ProcessModel class for ``num`` (``Loihi2SimCfg(exception_proc_model_map=...)``)."""
+    return {proc: _typed_model(proc, impl, num) for proc, impl in IMPLEMENTATIONS.items()}
