@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ephw.backends import get_backend
+from ephw.cli import lava_settle
 from ephw.cli.common import (
     add_model_data_options,
     add_settle_options,
@@ -46,7 +47,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--report",
         action="store_true",
-        help="also print the hardware resources (neurons, synapses, Loihi 2 cores) of backends that map the model",
+        help="also print the hardware resources (neurons, synapses, Loihi 2 cores) of backends that map the model; "
+        "lava backends: messages, synaptic ops and the Loihi time/energy estimate per image beside the CPU's",
+    )
+    p.add_argument(
+        "--delta-threshold",
+        type=float,
+        default=None,
+        help="lava backends: sigma-delta messaging, a neuron sends only when its state moved more than T (0: exact)",
+    )
+    p.add_argument(
+        "--student",
+        default=None,
+        help="with --report: feed-forward student timed beside the Loihi estimate (digits default: digits-distilled)",
     )
     add_model_data_options(p, low_precision=True)
     add_settle_options(p)
@@ -63,25 +76,33 @@ def run_settle(args: argparse.Namespace) -> int:
     backends = parse_backends(args.backend)
     options = backend_options(args, backends)
     with_settle_dtype(args, options, backends)
+    lava_settle.add_delta_threshold(args.delta_threshold, backends, options)
     net, data = load_model_and_data(args)
     rows = []
     reports = []
+    loihi = []
     for name in backends:
+        impl = get_backend(name, **options.get(name, {})) if args.report else None
+        counted = impl is not None and hasattr(impl, "loihi_estimate")
+        if counted:
+            impl.activity_log = []
         run = settle_dataset(
             net,
             data,
-            name,
+            impl if counted else name,
             steps=args.steps,
             tol=args.tol,
             batch_size=args.batch,
             progress=args.progress,
-            **options.get(name, {}),
+            **({} if counted else options.get(name, {})),
         )
         row = {**run.summary(), "class_counts": data.class_counts()}
-        impl = get_backend(name, **options.get(name, {})) if args.report else None
         if impl is not None and hasattr(impl, "resources"):
             row["resources"] = impl.resources(net)
             reports.append((name, row["resources"]))
+        if counted:
+            row["loihi"] = lava_settle.report(impl, net, data, run, args)
+            loihi.append((name, row["loihi"]))
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
@@ -95,6 +116,8 @@ def run_settle(args: argparse.Namespace) -> int:
                 f"[<= {lim['neurons_per_core']} neurons and <= {lim['synapses_per_core']} synapses per core, "
                 f"{lim['cores_per_chip']} cores per chip: {lim['source']}]"
             )
+        for name, rep in loihi:
+            print("\n".join(lava_settle.format_report(name, rep)))
     return 0
 
 
