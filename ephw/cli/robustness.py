@@ -45,7 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from ephw.robustness.config import load_config
-    from ephw.robustness.gradients import parse_grad
+    from ephw.robustness.gradients import parse_grads
     from ephw.robustness.runner import run_robustness
     from ephw.robustness.shards import parse_shard
 
@@ -55,7 +55,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     if args.device is not None:
         cfg = dataclasses.replace(cfg, device=args.device)
     if args.grad is not None:
-        parse_grad(args.grad)
+        parse_grads(args.grad)
         cfg = dataclasses.replace(cfg, models=tuple(dataclasses.replace(m, grad=args.grad) for m in cfg.models))
     out = Path(args.out) if args.out else Path("runs/robustness") / (Path(args.config).stem + ".jsonl")
     shard = parse_shard(args.shard) if args.shard is not None else None

@@ -47,6 +47,11 @@ AA_LISTS = {
 }
 #: PGD must be able to travel at least this many eps in total (``steps * rel_stepsize``).
 MIN_TRAVEL = 2.0
+#: PGD's default budget for reported numbers: 10 starts x 100 steps of 2.5 eps / 100. On the
+#: bundled digits models doubling either moves accuracy by the amounts in docs/robustness.md
+#: ("Budgets"); on an EP model the starts cycle through its gradient modes.
+DEFAULT_STEPS = 100
+DEFAULT_RESTARTS = 10
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,12 @@ class AttackSpec:
         method: ``"pgd"``, ``"autoattack"`` or ``"square"``.
         norm: ``"L2"`` or ``"Linf"``.
         eps: the grid of perturbation budgets (image units, pixels in ``[0, 1]``).
-        steps: PGD iterations.
+        steps: PGD iterations (default :data:`DEFAULT_STEPS`).
         rel_stepsize: PGD step / eps; default ``2.5 / steps`` (Madry et al.; LANL).
         random_start: PGD starts from a uniform draw in the eps-ball.
-        restarts: PGD random starts (per-image best); APGD restarts inside AutoAttack ``custom``.
+        restarts: PGD random starts (per-image best; default :data:`DEFAULT_RESTARTS`); on an
+            EP model with several gradient modes start ``r`` uses mode ``r mod len``. APGD
+            restarts inside AutoAttack ``custom``.
         eot: forward passes averaged per gradient (PGD), AutoAttack's ``eot_iter`` (``rand``);
             ``None``: 1 for PGD, the library's 20 for ``rand``.
         cascade: run only on the images that survived every earlier attack of the run on
@@ -78,10 +85,10 @@ class AttackSpec:
     method: str
     norm: str
     eps: tuple[float, ...]
-    steps: int = 20
+    steps: int = DEFAULT_STEPS
     rel_stepsize: float | None = None
     random_start: bool = True
-    restarts: int = 1
+    restarts: int = DEFAULT_RESTARTS
     eot: int | None = None
     cascade: bool = False
     version: str = "standard"
@@ -264,28 +271,56 @@ def _pgd(
     alive = torch.ones(len(y), dtype=torch.bool, device=y.device)
     adv = x.clone()
     survivors = []
-    for r in runs:
-        idx = alive.nonzero().flatten()
-        if len(idx) == 0:
-            survivors.append(0)
-            continue
-        torch.manual_seed(restart_seed(seed, r))
-        for part in idx.split(spec.batch_size):
-            if start is not None:
-                attack.warm = start[part]
-            xb, yb = x[part], y[part]
-            _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
-            with torch.no_grad():  # the verdict is the model's own prediction on the returned images
-                ok = model.module(clipped).argmax(1) == yb
-            adv[part] = clipped.detach()  # survivors keep the last restart's images
-            alive[part] = ok
-        survivors.append(int(alive.sum()))
+    cycle = getattr(model.module, "use_restart", None)  # EP models: restart r's gradient mode
+    try:
+        for r in runs:
+            idx = alive.nonzero().flatten()
+            if len(idx) == 0:
+                survivors.append(0)
+                continue
+            if cycle is not None:
+                cycle(r)
+            run_seed = restart_seed(seed, r)
+            _pgd_restart(model, fmodel, attack, x, y, eps, idx, run_seed, spec.batch_size, start, alive, adv)
+            survivors.append(int(alive.sum()))
+    finally:
+        if cycle is not None:
+            cycle(None)
     notes = {"steps": steps, "rel_stepsize": rel, "restarts": [runs.start, runs.stop], "survivors": survivors}
+    if cycle is not None and len(model.module.grads) > 1:
+        notes["restart_grads"] = [model.module.grads[r % len(model.module.grads)].label for r in runs]
     if eot:
         notes["eot"] = eot
     if start is not None:
         notes["warm_start"] = True
     return alive, notes, adv
+
+
+def _pgd_restart(
+    model: Classifier,
+    fmodel: Any,
+    attack: Any,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    idx: Tensor,
+    seed: int,
+    batch_size: int,
+    start: Tensor | None,
+    alive: Tensor,
+    adv: Tensor,
+) -> None:
+    """One PGD start on images ``idx``, seeded ``seed``; updates ``alive`` ``(n,)`` and ``adv`` in place."""
+    torch.manual_seed(seed)
+    for part in idx.split(batch_size):
+        if start is not None:
+            attack.warm = start[part]
+        xb, yb = x[part], y[part]
+        _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
+        with torch.no_grad():  # the verdict is the model's own prediction on the returned images
+            ok = model.module(clipped).argmax(1) == yb
+        adv[part] = clipped.detach()  # survivors keep the last restart's images
+        alive[part] = ok
 
 
 def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int, eot: int | None):

@@ -112,6 +112,27 @@ def parse_grad(spec: str) -> GradMode:
     )
 
 
+def parse_grads(spec: str | GradMode | Sequence[str | GradMode]) -> tuple[GradMode, ...]:
+    """``"bptt:5,bptt:29"`` (or a list) -> the modes PGD restarts cycle through, the first being the primary.
+
+    Restart ``r`` of a PGD attack on an EP model differentiates with mode ``r mod len(modes)``,
+    so the per-image best over restarts is also a worst case over the gradient modes; single
+    runs (warm starts, sweeps' base, the gradient probe) use the first mode.
+    """
+    if isinstance(spec, GradMode):
+        return (spec,)
+    items = str(spec).split(",") if isinstance(spec, str) else list(spec)
+    modes = tuple(m if isinstance(m, GradMode) else parse_grad(m) for m in items)
+    if not modes:
+        raise ConfigError("a gradient mode list must not be empty")
+    return modes
+
+
+def grads_label(modes: Sequence[GradMode]) -> str:
+    """``"bptt:5,bptt:29"``: the comma-joined ``--grad`` spellings of ``modes``."""
+    return ",".join(m.label for m in modes)
+
+
 @dataclass
 class AdjointStats:
     """Convergence record of the implicit mode's adjoint solves (one entry per backward)."""

@@ -24,10 +24,22 @@ from ephw.errors import CheckpointError, ConfigError
 from ephw.feedforward import load_feedforward
 from ephw.model import EnergyModel
 from ephw.pretrained.catalog import resolve_model
-from ephw.robustness.gradients import AdjointStats, GradMode, dynamics_step, parse_grad, surrogate_logits
+from ephw.robustness.gradients import (
+    AdjointStats,
+    GradMode,
+    dynamics_step,
+    grads_label,
+    parse_grads,
+    surrogate_logits,
+)
 
 #: Prediction settles with this many steps at most (LANL predict with 250).
 DEFAULT_PREDICT_STEPS = 250
+
+#: The gradient modes PGD restarts on an EP model cycle through by default: a short unroll
+#: (on the bundled digits model the strongest of the measured K-sweep, docs/robustness.md) and
+#: LANL's 29-step unroll (the settled network's gradient once K reaches the settle length).
+DEFAULT_GRAD = "bptt:5,bptt:29"
 
 
 @dataclass
@@ -60,7 +72,9 @@ class EPClassifier(nn.Module):
         backend: backend name or instance; an instance made once here is reused, so a
             crossbar chip is programmed once and not re-drawn per call.
         steps: settle steps at most; ``tol``: per-sample stopping residual.
-        grad: a :class:`GradMode` or its ``--grad`` spelling.
+        grad: a :class:`GradMode`, its ``--grad`` spelling, or a comma-separated list of
+            modes (``"bptt:5,bptt:29"``): PGD restart ``r`` then differentiates with mode
+            ``r mod len`` (:meth:`use_restart`); everything else uses the first.
         options: backend constructor options.
     """
 
@@ -70,7 +84,7 @@ class EPClassifier(nn.Module):
         backend: str | Backend = "async",
         steps: int = DEFAULT_PREDICT_STEPS,
         tol: float | None = DEFAULT_TOL,
-        grad: GradMode | str = "bptt:29",
+        grad: GradMode | str = DEFAULT_GRAD,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -78,7 +92,8 @@ class EPClassifier(nn.Module):
         self.backend = get_backend(backend, **options)
         self.steps = int(steps)
         self.tol = tol
-        self.grad = grad if isinstance(grad, GradMode) else parse_grad(grad)
+        self.grads = parse_grads(grad)
+        self.grad = self.grads[0]
         self._step = dynamics_step(net, self.backend)
         self.settle_stats = SettleStats()
         self.adjoint_stats = AdjointStats()
@@ -99,6 +114,15 @@ class EPClassifier(nn.Module):
             return logits
         grad_logits = surrogate_logits(self.grad, self.net, self._step, x, res.states, self.adjoint_stats)
         return logits + (grad_logits - grad_logits.detach())
+
+    @property
+    def grad_label(self) -> str:
+        """The comma-joined spelling of the restart modes, e.g. ``bptt:5,bptt:29``."""
+        return grads_label(self.grads)
+
+    def use_restart(self, restart: int | None) -> None:
+        """Differentiate with restart ``restart``'s mode (``grads[restart mod len]``); ``None``: the first."""
+        self.grad = self.grads[(restart or 0) % len(self.grads)]
 
     def reset_stats(self) -> None:
         self.settle_stats = SettleStats()
@@ -146,7 +170,9 @@ class ModelSpec:
         name: label in results and figures.
         path: checkpoint file, or ``"bundled"`` for ``ephw/pretrained/digits-ep.pt``.
         backend, steps, tol, options: EP prediction settings (ignored for feed-forward models).
-        grad: EP gradient mode (``bptt:K``, ``bptt:K:fixed``, ``implicit``, ``bpda``).
+        grad: EP gradient mode (``bptt:K``, ``bptt:K:fixed``, ``implicit``, ``intermediate:K``,
+            ``bpda``) or a comma-separated list that PGD restarts cycle through (default
+            :data:`DEFAULT_GRAD`).
     """
 
     name: str
@@ -154,11 +180,11 @@ class ModelSpec:
     backend: str = "async"
     steps: int = DEFAULT_PREDICT_STEPS
     tol: float | None = DEFAULT_TOL
-    grad: str = "bptt:29"
+    grad: str = DEFAULT_GRAD
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        parse_grad(self.grad)  # validate early
+        parse_grads(self.grad)  # validate early
         if self.steps < 1:
             raise ConfigError(f"model {self.name!r}: steps must be >= 1, got {self.steps}")
 
@@ -183,7 +209,7 @@ def load_classifier(spec: ModelSpec, dtype: torch.dtype = torch.float32, device:
             "backend": spec.backend,
             "steps": spec.steps,
             "tol": spec.tol,
-            "grad": module.grad.label,
+            "grad": module.grad_label,
             "backend_options": dict(spec.options),
         }
         return Classifier(spec.name, module, "ep", meta)

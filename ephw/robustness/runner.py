@@ -36,7 +36,7 @@ from ephw.robustness import checklist, shards, survival
 from ephw.robustness.attacks import AttackSpec, run_attack
 from ephw.robustness.config import RobustnessConfig
 from ephw.robustness.corruptions import corrupt_images
-from ephw.robustness.gradients import parse_grad
+from ephw.robustness.gradients import parse_grads
 from ephw.robustness.models import Classifier, EPClassifier, checkpoint_format, load_classifier
 
 #: Sub-seed that draws a seed's test subset (keeps it apart from the attacks' draws).
@@ -324,7 +324,9 @@ class _Runner:
             surrogate = task.check.split(":", 1)[1]
             extra = [extra, self.specs[surrogate], self.weights_hash(surrogate)]
         elif task.check == "cascade":  # a cascade row depends on every attack before it
-            extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], dataclasses.asdict(self.cfg.checks)]
+            checks = dataclasses.asdict(self.cfg.checks)
+            checks["seeds"] = self.cfg.checks.seeds is None or task.seed in self.cfg.checks.seeds  # its seed's reruns
+            extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], checks]
         return fingerprint(
             self.specs[task.model],
             self.weights_hash(task.model),
@@ -517,7 +519,7 @@ class _Runner:
             ep = clf.module
             row["ep"] = {
                 "backend": ep.backend.name,
-                "grad": task.check[5:] if (task.check or "").startswith("grad:") else ep.grad.label,
+                "grad": task.check[5:] if (task.check or "").startswith("grad:") else ep.grad_label,
                 **ep.settle_stats.as_dict(),
                 "adjoint_solves": len(ep.adjoint_stats.converged),
                 "adjoint_unconverged": ep.adjoint_stats.converged.count(False),
@@ -531,12 +533,15 @@ def _grad_mode(clf: Classifier, mode: str | None):
     if mode is None or not isinstance(clf.module, EPClassifier):
         yield
         return
-    saved = clf.module.grad
-    clf.module.grad = parse_grad(mode)
+    ep = clf.module
+    saved = ep.grads
+    ep.grads = parse_grads(mode)
+    ep.use_restart(None)
     try:
         yield
     finally:
-        clf.module.grad = saved
+        ep.grads = saved
+        ep.use_restart(None)
 
 
 @dataclass

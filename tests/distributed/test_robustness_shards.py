@@ -42,6 +42,7 @@ method = "pgd"
 norm = "L2"
 eps = [0.5, 1.0]
 steps = 5
+restarts = 1
 
 [[attacks]]
 name = "square"

@@ -33,7 +33,7 @@ def single_start_run(tmp_path_factory, tiny_cnn):
         {
             "run": {"data": "digits", "n": 200, "seeds": [0]},
             "models": [{"name": "cnn"}, {"name": "wiggly"}],
-            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 20}],
+            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 20, "restarts": 1}],
             "checks": {"zero_grad_images": 0},
         }
     )
@@ -79,8 +79,8 @@ def test_pgd_travel_must_reach_two_eps():
 def test_restarts_keep_the_per_image_best(tiny_cnn, digits_test):
     clf = Classifier("w", Wiggly(tiny_cnn))
     x, y = digits_test.batch(slice(0, 100))
-    one = run_attack(clf, AttackSpec("p", "pgd", "L2", (1.0,)), x, y, 1.0, seed=0)
-    five = run_attack(clf, AttackSpec("p", "pgd", "L2", (1.0,), restarts=5), x, y, 1.0, seed=0)
+    one = run_attack(clf, AttackSpec("p", "pgd", "L2", (1.0,), steps=20, restarts=1), x, y, 1.0, seed=0)
+    five = run_attack(clf, AttackSpec("p", "pgd", "L2", (1.0,), steps=20, restarts=5), x, y, 1.0, seed=0)
     assert torch.equal(one.correct & five.correct, five.correct)  # restart 0 is the single start
     assert five.correct.sum() < one.correct.sum()
     assert five.notes["survivors"] == sorted(five.notes["survivors"], reverse=True)
@@ -92,7 +92,7 @@ def test_warm_start_and_square_flag_the_quantised_model(tmp_path, tiny_cnn):
             "run": {"data": "digits", "n": 64, "seeds": [0]},
             "models": [{"name": "cnn"}, {"name": "quantised"}],
             "attacks": [
-                {"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.5], "steps": 20},
+                {"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.5], "steps": 20, "restarts": 1},
                 {"name": "square", "method": "square", "norm": "L2", "eps": [1.5], "n_queries": 200},
             ],
             "checks": {"warm_start_from": "others", "zero_grad_images": 0, "double_steps": False},
@@ -116,7 +116,7 @@ def test_grad_sweep_flags_a_truncated_ep_gradient(tmp_path):
         {
             "run": {"data": "digits", "n": 24, "seeds": [0]},
             "models": [{"name": "ep", "tol": 1e-3, "grad": "bptt:1"}],
-            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 10}],
+            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 10, "restarts": 1}],
             "checks": {
                 "grad_sweep": ["bptt:29"],
                 "double_steps": False,
@@ -160,7 +160,7 @@ def test_randomised_model_is_detected_and_needs_eot(tmp_path, tiny_cnn):
         {
             "run": {"data": "digits", "n": 64, "seeds": [0], "eval_draws": 4},
             "models": [{"name": "noisy"}],
-            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 10}],
+            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 10, "restarts": 1}],
             "checks": {"eot_sweep": [1, 8], "double_steps": False, "double_restarts": False, "zero_grad_images": 0},
         }
     )

@@ -8,8 +8,8 @@ import torch
 from ephw.robustness.attacks import AttackSpec, run_attack
 from ephw.robustness.models import Classifier, ModelSpec, load_classifier
 
-PGD_L2 = AttackSpec("pgd-l2", "pgd", "L2", (1.5,), steps=10)
-PGD_LINF = AttackSpec("pgd-linf", "pgd", "Linf", (0.2,), steps=10)
+PGD_L2 = AttackSpec("pgd-l2", "pgd", "L2", (1.5,), steps=10, restarts=1)
+PGD_LINF = AttackSpec("pgd-linf", "pgd", "Linf", (0.2,), steps=10, restarts=1)
 APGD = AttackSpec("aa", "autoattack", "Linf", (0.2,), version="custom", attacks=("apgd-ce",))
 SQUARE = AttackSpec("square", "square", "Linf", (0.2,), n_queries=300)
 
@@ -65,6 +65,6 @@ def test_pgd_on_the_bundled_ep_model(digits_test, grad):
     ep = load_classifier(ModelSpec("ep", tol=1e-4, grad=grad))
     x, y = digits_test.batch(slice(0, 24))
     clean = float((ep.predict(x) == y).float().mean())
-    out = run_attack(ep, AttackSpec("pgd", "pgd", "L2", (1.5,), steps=5), x, y, 1.5, seed=0)
+    out = run_attack(ep, AttackSpec("pgd", "pgd", "L2", (1.5,), steps=5, restarts=1), x, y, 1.5, seed=0)
     assert clean >= 0.9 and float(out.correct.float().mean()) < clean - 0.3
     assert ep.module.settle_stats.unconverged == 0

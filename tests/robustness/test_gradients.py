@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ephw.backends import settle
 from ephw.errors import ConfigError
-from ephw.robustness.gradients import GradMode, parse_grad
-from ephw.robustness.models import EPClassifier
+from ephw.robustness.attacks import AttackSpec, run_attack
+from ephw.robustness.gradients import GradMode, parse_grad, parse_grads
+from ephw.robustness.models import DEFAULT_GRAD, Classifier, EPClassifier, ModelSpec
 
 MODES = ["bptt:30", "bptt:30:fixed", "implicit", "bpda"]
 
@@ -79,3 +82,37 @@ def test_parse_grad():
     for bad in ("bptt", "bptt:0", "bptt:x", "bptt:3:middle", "newton", "bpda:3"):
         with pytest.raises(ConfigError):
             parse_grad(bad)
+
+
+def test_parse_grads_lists_the_restart_modes():
+    assert parse_grads("bptt:5,bptt:29") == (GradMode("bptt", k=5), GradMode("bptt", k=29))
+    assert parse_grads(GradMode("implicit")) == (GradMode("implicit"),)
+    assert ModelSpec("ep").grad == DEFAULT_GRAD and len(parse_grads(DEFAULT_GRAD)) == 2
+    for bad in ("bptt:5,", ",bptt:5", "bptt:5,nope"):
+        with pytest.raises(ConfigError, match="invalid --grad"):
+            parse_grads(bad)
+    with pytest.raises(ConfigError, match="invalid --grad"):
+        ModelSpec("ep", grad="bptt:5,bptt:x")
+
+
+def test_pgd_restarts_cycle_through_the_gradient_modes(net_factory, batch_factory):
+    net = net_factory("softmax", "laborieux", seed=1, init_scale=2.0)
+    ep = EPClassifier(net, "async", steps=200, tol=1e-6, grad="bptt:2,bptt:7,implicit")
+    used: list[str] = []  # the mode of every gradient query, in order
+    forward = ep.forward
+
+    def spy(x):
+        if x.requires_grad:
+            used.append(ep.grad.label)
+        return forward(x)
+
+    ep.forward = spy
+    x, _ = batch_factory(6)
+    clf = Classifier("ep", ep, "ep")
+    y = clf.predict(x)  # a tiny eps breaks nothing, so every restart runs on every image
+    spec = AttackSpec("p", "pgd", "L2", (1e-4,), steps=2, rel_stepsize=1.0, restarts=4)
+    out = run_attack(clf, spec, x, y, 1e-4, seed=0, restarts=range(1, 5))  # restarts 1..4 (a doubled run)
+    assert out.notes["restart_grads"] == ["bptt:7", "implicit", "bptt:2", "bptt:7"]
+    assert [k for k, _ in itertools.groupby(used)] == ["bptt:7", "implicit", "bptt:2", "bptt:7"]
+    assert len(used) == 4 * 2  # one gradient per PGD step
+    assert ep.grad.label == "bptt:2" and ep.grad_label == "bptt:2,bptt:7,implicit"  # first mode restored

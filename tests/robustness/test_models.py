@@ -9,8 +9,9 @@ import torch
 
 from ephw.checkpoint import BUNDLED_MODEL
 from ephw.errors import CheckpointError, ConfigError
+from ephw.robustness.attacks import DEFAULT_RESTARTS, DEFAULT_STEPS
 from ephw.robustness.config import EPS_GRIDS, config_from_dict, load_config
-from ephw.robustness.models import EPClassifier, ModelSpec, load_classifier
+from ephw.robustness.models import DEFAULT_GRAD, EPClassifier, ModelSpec, load_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,8 @@ def test_example_config_and_grids():
     assert [m.name for m in cfg.models] == ["EP-CNN", "BP-CNN", "Distilled BP-CNN"]
     assert cfg.models[0].file == BUNDLED_MODEL and cfg.n == 200 and cfg.seeds == (0, 1, 2)
     pgd = next(a for a in cfg.attacks if a.name == "PGD-l2")
-    assert pgd.restarts == 5 and pgd.steps * pgd.step_size >= 2 and cfg.checks.warm_start_from
+    assert (pgd.restarts, pgd.steps) == (DEFAULT_RESTARTS, DEFAULT_STEPS) and pgd.steps * pgd.step_size >= 2
+    assert cfg.models[0].grad == DEFAULT_GRAD and cfg.checks.warm_start_from
     assert any(a.cascade for a in cfg.attacks)
     cifar = load_config(REPO / "examples" / "robustness_cifar10.toml")
     assert cifar.data == "cifar10" and [m.path for m in cifar.models][0].endswith("model.pt")

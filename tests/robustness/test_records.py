@@ -28,7 +28,9 @@ def _cfg(path) -> dict:
     return {
         "run": {"data": "digits", "n": 16, "seeds": [0]},
         "models": [{"name": "ff", "path": str(path)}],
-        "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 4, "rel_stepsize": 0.5}],
+        "attacks": [
+            {"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 4, "restarts": 1, "rel_stepsize": 0.5}
+        ],
         "checks": {"zero_grad_images": 0, "double_steps": False, "double_restarts": False},
     }
 
@@ -105,7 +107,8 @@ def test_device_option_is_accepted(tmp_path, capsys):
     cfg.write_text(
         '[run]\ndata = "digits"\nn = 8\nseeds = [0]\n'
         f'[[models]]\nname = "ff"\npath = "{ckpt}"\n'
-        '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [1.0]\nsteps = 4\nrel_stepsize = 0.5\n'
+        '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [1.0]\nsteps = 4\n'
+        "restarts = 1\nrel_stepsize = 0.5\n"
         "[checks]\nzero_grad_images = 0\n"
     )
     assert raw["run"]["n"] == 16

@@ -32,7 +32,7 @@ def _config(**run):
             "run": {"data": "digits", "n": 64, "seeds": [0, 1], **run},
             "models": [{"name": "cnn"}, {"name": "quantised"}],
             "attacks": [
-                {"name": "pgd-l2", "method": "pgd", "norm": "L2", "eps": [0.5, 1.5, 3.0], "steps": 20},
+                {"name": "pgd-l2", "method": "pgd", "norm": "L2", "eps": [0.5, 1.5, 3.0], "steps": 20, "restarts": 1},
                 {"name": "square-l2", "method": "square", "norm": "L2", "eps": [0.5, 1.5, 3.0], "n_queries": 200},
             ],
             "checks": {"transfer_from": "cnn", "check_eps": {"pgd-l2": 3.0}, "zero_grad_images": 32},
@@ -117,6 +117,7 @@ def test_kill_9_then_resume_redoes_nothing(tmp_path):
         '[run]\ndata = "digits"\nn = 16\nseeds = [0, 1]\n'
         '[[models]]\nname = "ep"\ntol = 1e-3\ngrad = "bptt:10"\n'
         '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [0.3, 0.6, 1.0, 1.5, 2.0, 3.0]\nsteps = 40\n'
+        "restarts = 1\n"
         "[checks]\ndouble_steps = false\nzero_grad_images = 0\n"
     )
     out = tmp_path / "r.jsonl"
@@ -154,7 +155,7 @@ def test_cli_report_and_grad_override(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         '[run]\ndata = "digits"\nn = 8\nseeds = [0]\n[[models]]\nname = "ep"\ntol = 1e-3\n'
-        '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [1.0]\nsteps = 3\n'
+        '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [1.0]\nsteps = 3\nrestarts = 1\n'
         "[checks]\ndouble_steps = false\nzero_grad_images = 4\n"
     )
     out = tmp_path / "r.jsonl"
