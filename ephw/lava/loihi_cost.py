@@ -48,27 +48,32 @@ class Figure:
     source: str
 
 
+def _davies(value: float, unit: str, row: str) -> Figure:
+    """A figure from Davies et al. 2018, Table 2, with the quoted row."""
+    return Figure(value, unit, f"{DAVIES_2018}: '{row}'")
+
+
+_NEURON_ENERGY = "Energy per neuron update (active / inactive) 81 pJ / 52 pJ"
+_NEURON_TIME = "Time per neuron update (active / inactive) 8.4 ns / 5.3 ns"
+
+
 @dataclass(frozen=True)
 class LoihiFigures:
     """Per-operation energies (J) and times (s) of a Loihi neuro-core, with sources."""
 
-    synop_energy: Figure = Figure(23.6e-12, "J", f"{DAVIES_2018}: 'Energy per synaptic spike op (min) 23.6 pJ'")
-    neuron_active_energy: Figure = Figure(
-        81e-12, "J", f"{DAVIES_2018}: 'Energy per neuron update (active / inactive) 81 pJ / 52 pJ'"
+    synop_energy: Figure = field(
+        default_factory=lambda: _davies(23.6e-12, "J", "Energy per synaptic spike op (min) 23.6 pJ")
     )
-    neuron_inactive_energy: Figure = Figure(
-        52e-12, "J", f"{DAVIES_2018}: 'Energy per neuron update (active / inactive) 81 pJ / 52 pJ'"
+    neuron_active_energy: Figure = field(default_factory=lambda: _davies(81e-12, "J", _NEURON_ENERGY))
+    neuron_inactive_energy: Figure = field(default_factory=lambda: _davies(52e-12, "J", _NEURON_ENERGY))
+    message_energy: Figure = field(default_factory=lambda: _davies(1.7e-12, "J", "Within-tile spike energy 1.7 pJ"))
+    synop_time: Figure = field(default_factory=lambda: _davies(3.5e-9, "s", "Time per synaptic spike op (max) 3.5 ns"))
+    neuron_active_time: Figure = field(default_factory=lambda: _davies(8.4e-9, "s", _NEURON_TIME))
+    neuron_inactive_time: Figure = field(default_factory=lambda: _davies(5.3e-9, "s", _NEURON_TIME))
+    barrier_time: Figure = field(
+        default_factory=lambda: _davies(113e-9, "s", "Mesh-wide barrier sync time (1-32 tiles) 113-465 ns")
     )
-    message_energy: Figure = Figure(1.7e-12, "J", f"{DAVIES_2018}: 'Within-tile spike energy 1.7 pJ'")
-    synop_time: Figure = Figure(3.5e-9, "s", f"{DAVIES_2018}: 'Time per synaptic spike op (max) 3.5 ns'")
-    neuron_active_time: Figure = Figure(
-        8.4e-9, "s", f"{DAVIES_2018}: 'Time per neuron update (active / inactive) 8.4 ns / 5.3 ns'"
-    )
-    neuron_inactive_time: Figure = Figure(
-        5.3e-9, "s", f"{DAVIES_2018}: 'Time per neuron update (active / inactive) 8.4 ns / 5.3 ns'"
-    )
-    barrier_time: Figure = Figure(113e-9, "s", f"{DAVIES_2018}: 'Mesh-wide barrier sync time (1-32 tiles) 113-465 ns'")
-    loihi2_speedup: Figure = Figure(10.0, "1", LOIHI2_BRIEF)
+    loihi2_speedup: Figure = field(default_factory=lambda: Figure(10.0, "1", LOIHI2_BRIEF))
 
     def sources(self) -> dict[str, str]:
         """``name -> "value unit: source"`` of every figure."""
