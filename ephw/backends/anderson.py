@@ -96,7 +96,10 @@ class AndersonCarry:
             return
         self.g[:, self.slot] = g
         self.f[:, self.slot] = f
-        if bool(restart.any()):
+        if g.is_cuda:  # no host sync: a masked write of the whole history
+            self.g = torch.where(restart[:, None, None], g.unsqueeze(1), self.g)
+            self.f = torch.where(restart[:, None, None], f.unsqueeze(1), self.f)
+        elif bool(restart.any()):  # on CPU reading the flag is free and the write is small
             self.g[restart] = g[restart].unsqueeze(1)
             self.f[restart] = f[restart].unsqueeze(1)
         self.slot = (self.slot + 1) % self.m

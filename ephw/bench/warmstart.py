@@ -47,6 +47,8 @@ def bench_warmstart(
     repeats: int = 3,
     data_root: str | None = None,
     device: str = "cpu",
+    noise: tuple[float, ...] = (),
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Steps to ``tol`` from the null state vs from the student's states, on ``n`` test images.
 
@@ -60,12 +62,17 @@ def bench_warmstart(
             this (default ``max(1e-4, 100 tol)``: two settles to ``tol`` of one fixed point agree
             within ~30 tol, docs/distillation.md).
         repeats: interleaved timings of the two settles (the warm one includes the student's pass).
+        noise: amplitudes ``eps`` of a probe of how good an init must be: the settle restarts from
+            the cold fixed point plus uniform noise in ``[-eps, eps]`` per unit (clamped to
+            ``[0, 1]``, generator ``seed``); its steps, step ratio to the cold start and samples
+            differing are reported per ``eps`` (``noise_probe``).
 
     Returns:
         steps (mean, max) and converged fraction from each start, the step ratio, the max / mean
         abs difference of the two fixed points per layer and overall, the samples differing, the
-        prediction agreement, the accuracy of both, the student's own distance to the fixed point,
-        and the seconds of each settle.
+        prediction agreement, the accuracy of both, the student's own distance to the fixed point
+        (overall, and the median over images of each image's max abs error), the step ratio over
+        the images that stay in the cold start's basin, and the seconds of each settle.
     """
     student, meta = load_feedforward(student_path, device=device)
     if not isinstance(student, EPTopologyCNN):
@@ -105,6 +112,23 @@ def bench_warmstart(
     differ_above = max(1e-4, 100 * tol) if differ_above is None else differ_above
     cold_steps = cold.steps_per_sample.float()
     warm_steps = warm.steps_per_sample.float()
+    same = (sample_differences(warm.states, cold.states) <= differ_above).cpu()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    probe = []
+    for eps in noise:
+        start = [
+            (s + eps * (2 * torch.rand(s.shape, generator=gen, device=s.device, dtype=s.dtype) - 1)).clamp(0, 1)
+            for s in cold.states
+        ]
+        r = settle(net, x, impl, steps, tol, init=start)
+        probe.append(
+            {
+                "eps": eps,
+                "steps_mean": float(r.steps_per_sample.float().mean()),
+                "over_cold_steps": float(r.steps_per_sample.float().mean() / cold_steps.mean()),
+                "samples_differing": int((sample_differences(r.states, cold.states) > differ_above).sum()),
+            }
+        )
     labels = labels.to(cold.predictions.device)
     return {
         "student": str(student_path),
@@ -135,4 +159,9 @@ def bench_warmstart(
         "warm_accuracy": float((warm.predictions == labels).float().mean()),
         "student_init_max_abs_diff": max(layer_differences(init, cold.states)),
         "student_init_mean_abs_diff": mean_abs_difference(init, cold.states),
+        "student_init_sample_max_abs_diff_median": float(sample_differences(init, cold.states).median()),
+        "warm_over_cold_steps_same_basin": float(warm_steps[same].mean() / cold_steps[same].mean())
+        if bool(same.any())
+        else None,
+        "noise_probe": probe,
     }

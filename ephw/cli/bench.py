@@ -51,7 +51,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solvers", default=",".join(SOLVERS), help="solvers timed to tol (comma-separated backends)")
     p.add_argument("--dtypes", default="bfloat16", help="also time each solver in these low precisions ('' for none)")
     p.add_argument("--reference-steps", type=int, default=250, help="fixed steps of the autograd reference")
-    p.add_argument("--settle-repeats", type=int, default=1, help="timed settles per solver after a warm-up (0: time the one run)")
+    p.add_argument(
+        "--settle-repeats", type=int, default=1, help="timed settles per solver after a warm-up (0: time the one run)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     add_backend_option_flags(p)
@@ -125,6 +127,12 @@ def add_warmstart_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--max-steps", type=int, default=500)
     p.add_argument("--repeats", type=int, default=3, help="interleaved timings of both settles (median reported)")
+    p.add_argument(
+        "--noise",
+        default="",
+        metavar="EPS[,EPS...]",
+        help="also settle from the cold fixed point + uniform noise of these amplitudes (how good must an init be?)",
+    )
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
@@ -145,6 +153,7 @@ def run_bench_warmstart(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         data_root=args.data_root,
         device=args.device,
+        noise=tuple(float(v) for v in args.noise.split(",") if v.strip()),
     )
     if args.json:
         print(json.dumps(r))
@@ -162,8 +171,14 @@ def run_bench_warmstart(args: argparse.Namespace) -> int:
     print(
         f"fixed points   max abs diff {r['max_abs_state_diff']:.2e}, samples differing {r['samples_differing']},"
         f" prediction agreement {r['prediction_agreement']:.4f}"
-        f" (student init was {r['student_init_mean_abs_diff']:.3g} mean abs from the fixed point)"
+        f" (student init was {r['student_init_mean_abs_diff']:.3g} mean abs from the fixed point,"
+        f" median per-image max {r['student_init_sample_max_abs_diff_median']:.3g})"
     )
+    for p in r["noise_probe"]:
+        print(
+            f"from the fixed point + U(+-{p['eps']:g}): steps {p['steps_mean']:.1f}"
+            f" (ratio {p['over_cold_steps']:.3f}), samples differing {p['samples_differing']}"
+        )
     return 0
 
 

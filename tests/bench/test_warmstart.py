@@ -58,3 +58,14 @@ def test_warmstart_runs_out_of_the_box_with_the_bundled_student(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["student"].endswith("digits-distilled.pt") and r["backend"] == "sor"
     assert r["warm_converged_fraction"] == 1.0 and r["warm_steps_mean"] < r["cold_steps_mean"]
+
+
+def test_warmstart_noise_probe_needs_fewer_steps_closer_to_the_fixed_point(capsys):
+    argv = ["bench", "warmstart", "--n", "32", "--backend", "anderson", "--repeats", "1", "--tol", "1e-4"]
+    assert main([*argv, "--noise", "0.3,1e-4", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    far, near = r["noise_probe"]
+    assert far["eps"] == 0.3 and near["eps"] == 1e-4 and near["samples_differing"] == 0
+    assert near["steps_mean"] < far["steps_mean"] and near["over_cold_steps"] < 0.5
+    assert 0.0 < r["student_init_sample_max_abs_diff_median"] <= 1.0
+    assert r["warm_over_cold_steps_same_basin"] > 0
