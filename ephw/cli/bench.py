@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ephw.bench.settle_bench import SOLVERS, bench_backend_steps, bench_settle
+from ephw.bench.tables import report_table
 from ephw.bench.train_bench import bench_train
 from ephw.bench.warmstart import DISTILLED_STUDENT, bench_warmstart
 from ephw.cli.common import add_backend_option_flags, backend_options, parse_backends, print_table
@@ -60,6 +61,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench_settle)
     add_train_parser(kinds)
     add_warmstart_parser(kinds)
+    p = kinds.add_parser("table", help="markdown tables (ratios only) from bench --json reports")
+    p.add_argument("reports", nargs="+", metavar="REPORT.json", help="files of one JSON report each")
+    p.set_defaults(func=run_bench_table)
+
+
+def run_bench_table(args: argparse.Namespace) -> int:
+    for i, path in enumerate(args.reports):
+        try:
+            with open(path) as f:
+                report = json.loads(f.read().strip().splitlines()[-1])
+        except (OSError, json.JSONDecodeError, IndexError) as exc:
+            raise InputError(f"{path}: not a bench --json report ({exc})") from None
+        print(("\n" if i else "") + report_table(report))
+    return 0
 
 
 def add_train_parser(kinds: argparse._SubParsersAction) -> None:
