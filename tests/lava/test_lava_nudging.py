@@ -106,3 +106,48 @@ def test_fanouts_count_the_forward_and_feedback_synapses(small):
     expected = fwd[0] + fwd[1] + 16 * 6 + fwd[1] / 4 + 16 * 6
     assert sum(float(f.sum()) for f in out) == pytest.approx(expected)
     assert float(out[0].sum()) == fwd[0]  # the input only feeds forward
+
+
+def test_ep_training_steps_on_lava_follow_euler_and_reload_weights_in_place():
+    """A short EP training (the small version of ``train ep --backend lava`` vs a digital backend):
+    a few SGD steps of the bundled digits model on lava and on euler (the same Jacobi iteration)
+    end at the same weights and test accuracy; the lava network is never rebuilt."""
+    from ephw.checkpoint import load_model
+    from ephw.data.catalog import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    x, y = train.batch(slice(0, 48))
+    xt, yt = test.batch(slice(0, 128))
+    nets, accs = {}, {}
+    lava = Lava()
+    try:
+        for name, backend in (("euler", "euler"), ("lava", lava)):
+            net = load_model()
+            opt = torch.optim.SGD(net.parameters(), lr=0.05)
+            for k in range(3):
+                step = ep_step(
+                    net,
+                    x[16 * k : 16 * (k + 1)],
+                    y[16 * k : 16 * (k + 1)],
+                    backend=backend,
+                    beta=0.5,
+                    free_steps=30,
+                    nudge_steps=10,
+                )
+                for p, g in zip(net.parameters(), step.grads):
+                    p.grad = g
+                opt.step()
+                if name == "lava" and k == 0:
+                    pids = lava.network(net, 16, "float32").child_pids()
+            if name == "lava":
+                assert lava.network(net, 16, "float32").child_pids() == pids  # weights re-loaded, not rebuilt
+            nets[name] = net
+            preds = [
+                ephw.settle(net, xt[i : i + 16], backend, steps=100, tol=1e-4).predictions for i in range(0, 128, 16)
+            ]
+            accs[name] = float((torch.cat(preds) == yt).float().mean())
+    finally:
+        lava.close()
+    for a, b in zip(nets["lava"].parameters(), nets["euler"].parameters()):
+        assert (a - b).abs().max() < 1e-4  # float32 payloads
+    assert abs(accs["lava"] - accs["euler"]) <= 0.02
