@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ephw.backends import Async, Euler, IterativeBackend, get_backend, settle
 from ephw.bench.timing import time_interleaved
-from ephw.checkpoint import load_model
+from ephw.checkpoint import load_checkpoint, load_model
 from ephw.compare import sample_differences
 from ephw.data import dataset_stats, load_dataset
 from ephw.errors import DataError, InputError
@@ -39,9 +39,16 @@ def plain_layout(net: EnergyModel) -> EnergyModel:
     return ref
 
 
-def model_and_images(config: str, batch: int, device: torch.device) -> tuple[EnergyModel, Tensor, str]:
+def model_and_images(
+    config: str, batch: int, device: torch.device, model: str | None = None
+) -> tuple[EnergyModel, Tensor, str]:
+    """The model a bench runs on (``model``: a checkpoint or shipped name; else by ``config``), ``batch`` images."""
     data = "digits" if config == "digits" else "cifar10"
-    if config == "digits":
+    if model is not None:
+        ckpt = load_checkpoint(model)
+        net, data = ckpt.model(device=device).eval(), ckpt.meta.get("data", data)
+        source = f"checkpoint {model} ({net.config.name})"
+    elif config == "digits":
         net, source = load_model(device=device), "bundled trained digits model"
     else:
         torch.manual_seed(0)

@@ -59,6 +59,7 @@ def bench_train(
     lr: float = 0.01,
     repeats: int = 1,
     device: str = "cpu",
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Seconds of one EP batch (three phases + update) for ephw's ``solver`` to ``tol`` and the reference.
 
@@ -66,9 +67,11 @@ def bench_train(
     "converged" = its last-step residual below ``tol``), and the cosine of the two EP gradients
     (all parameters, and the worst layer) over the samples converged in all six phases, and over
     all samples (``gradient_cosine_all_samples``: whatever the reference's phases reached).
+    ``model``: a trained checkpoint instead of the randomly initialised ``config`` (where the
+    reference's 250/30 steps can converge, so that "both converged" has samples).
     """
     dev = torch.device(device)
-    net, x, source = model_and_images(config, batch, dev)
+    net, x, source = model_and_images(config, batch, dev, model)
     target = torch.arange(batch, device=dev) % net.config.classes  # fixed labels: timing only needs some
     plain = plain_layout(net)
     x_plain = x.contiguous()

@@ -82,6 +82,7 @@ def add_train_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="cpu-small", choices=CONFIG_NAMES)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--solver", default="sor", help="backend for ephw's three phases")
+    p.add_argument("--model", default=None, help="a trained EP checkpoint instead of the randomly initialised --config")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--beta", type=float, default=0.5)
@@ -106,6 +107,7 @@ def run_bench_train(args: argparse.Namespace) -> int:
         nudge_steps=args.nudge_steps,
         repeats=args.repeats,
         device=args.device,
+        model=args.model,
     )
     if args.json:
         print(json.dumps(r))
