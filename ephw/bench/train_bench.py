@@ -72,6 +72,7 @@ def bench_train(
     """
     dev = torch.device(device)
     net, x, source = model_and_images(config, batch, dev, model)
+    config = net.config.name if model is not None else config  # what was run, for the report
     target = torch.arange(batch, device=dev) % net.config.classes  # fixed labels: timing only needs some
     plain = plain_layout(net)
     x_plain = x.contiguous()
