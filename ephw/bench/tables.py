@@ -46,10 +46,10 @@ def train_table(r: dict[str, Any]) -> str:
     cos = "–" if r["gradient_cosine"] is None else f"{r['gradient_cosine']:.4f} ({r['gradient_samples']} samples)"
     return "\n".join(
         [
-            f"| config, batch | solver, tol | sweeps free / +β / −β | converged (ephw; reference at {ref}) "
+            f"| model | config, batch | solver, tol | sweeps free / +β / −β | converged (ephw; reference at {ref}) "
             "| speed-up over the reference | EP-gradient cosine, both converged | cosine, all samples |",
-            "|---|---|---|---|---|---|---|",
-            f"| `{r['config']}`, {r['batch']} | `{r['solver']}`, {r['tol']:g} | {steps} "
+            "|---|---|---|---|---|---|---|---|",
+            f"| {r['model']} | `{r['config']}`, {r['batch']} | `{r['solver']}`, {r['tol']:g} | {steps} "
             f"| {r['ephw_converged_fraction']:.2f}; {r['reference_converged_fraction']:.2f} "
             f"| **{r['speedup']:.2f}×** | {cos} | {r['gradient_cosine_all_samples']:.3f} |",
         ]
