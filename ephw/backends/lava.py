@@ -61,8 +61,9 @@ class Lava(Backend):
         check_every: lava timesteps per run chunk: the host reads the monitor's report
             and the states after each chunk and stops once every sample has converged.
         frac_bits: lava-fixed only: fractional bits of the integer states (scale ``2**frac_bits``).
-        dtype: lava only: payload dtype ``"float32"`` or ``"float64"``; default: float64 for a
-            float64 input, float32 otherwise (float32 halves the bytes moved between processes).
+        payload_dtype: lava only: payload dtype ``"float32"`` or ``"float64"``; default: float64
+            for a float64 input, float32 otherwise (float32 halves the bytes moved between processes).
+            (Not ``dtype``: that name selects mixed precision in ``get_backend``.)
         delta_threshold: ``None`` (default): every layer sends its state every timestep;
             ``T >= 0``: sigma-delta messaging -- a neuron sends only where its state moved more
             than ``T`` since its last message (``T = 0``: exactly the dense results).
@@ -93,7 +94,7 @@ class Lava(Backend):
         dt: float | None = None,
         check_every: int = 25,
         frac_bits: int | None = None,
-        dtype: str | None = None,
+        payload_dtype: str | None = None,
         delta_threshold: float | None = None,
         fail_at_step: int | None = None,
     ) -> None:
@@ -106,15 +107,16 @@ class Lava(Backend):
             raise BackendError(f"{self.name}: fail_at_step must be a positive integer, got {fail_at_step!r}")
         if self.precision == "floating_pt" and frac_bits is not None:
             raise BackendError("lava: frac_bits applies to lava-fixed only")
-        if dtype is not None and (self.precision == "fixed_pt" or dtype not in FLOAT_DTYPES):
+        if payload_dtype is not None and (self.precision == "fixed_pt" or payload_dtype not in FLOAT_DTYPES):
             raise BackendError(
-                f"{self.name}: dtype applies to lava only and is one of {', '.join(FLOAT_DTYPES)}, got {dtype!r}"
+                f"{self.name}: payload_dtype applies to lava only and is one of {', '.join(FLOAT_DTYPES)}, "
+                f"got {payload_dtype!r}"
             )
         if delta_threshold is not None and not (
             isinstance(delta_threshold, (int, float)) and 0.0 <= delta_threshold < 1.0
         ):
             raise BackendError(f"{self.name}: delta_threshold must be in [0, 1) (state units), got {delta_threshold!r}")
-        self.dtype = dtype
+        self.payload = payload_dtype
         self.delta_threshold = None if delta_threshold is None else float(delta_threshold)
         self.dt = float(dt)
         self.check_every = check_every
@@ -128,7 +130,7 @@ class Lava(Backend):
         """The payload dtype for inputs ``x`` (``int32`` for lava-fixed)."""
         if self.precision == "fixed_pt":
             return "int32"
-        return self.dtype or ("float64" if x.dtype == torch.float64 else "float32")
+        return self.payload or ("float64" if x.dtype == torch.float64 else "float32")
 
     def network(self, net: EnergyModel, batch: int, dtype: str = "float64") -> LavaNetwork:
         """The lava network for ``net`` and at least ``batch`` images (built, or reused with

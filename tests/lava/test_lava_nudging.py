@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import ephw
+import ephw.backends
 from ephw.backends.lava import Lava, LavaFixed
+from ephw.errors import BackendError
 from ephw.lava.network import NetworkSpec, fanouts
 from ephw.lava.resources import conv_connections
 from ephw.training.ep import ep_step
@@ -68,6 +70,10 @@ def test_float32_payloads_follow_float32_euler(small):
     finally:
         lava.close()
     assert res.states[0].dtype == torch.float32
+    forced = ephw.backends.get_backend("lava", payload_dtype="float64")  # not shadowed by get_backend's dtype
+    assert forced.payload_dtype(x32) == "float64"
+    with pytest.raises(BackendError, match="payload_dtype"):
+        LavaFixed(payload_dtype="float32")
     assert max(float((a - b).abs().max()) for a, b in zip(res.states, ref.states)) < 1e-5
     assert torch.equal(res.predictions, ref.predictions)
 
