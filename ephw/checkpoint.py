@@ -99,6 +99,13 @@ def checkpoint_format(path: str | Path) -> str:
     return fmt
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON meta of an ephw file (any format); a missing or foreign file is a one-line CheckpointError."""
+    path = Path(path)
+    checkpoint_format(path)
+    return json.loads(_load_any(path).get("meta", "{}"))
+
+
 def update_meta(path: str | Path, updates: dict[str, Any]) -> None:
     """Merge ``updates`` into the JSON meta of an ephw file (any format), rewriting it atomically."""
     path = Path(path)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ephw.checkpoint import update_meta
+from ephw.checkpoint import read_meta, update_meta
 from ephw.errors import ConfigError
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.pretrained.catalog import PRETRAINED_DIR
@@ -139,6 +139,8 @@ class Pipeline:
                 continue
             folder = self.folder(step)
             if self.is_done(step):
+                if "pipeline_step" not in read_meta(folder / "model.pt"):  # trained by hand with the same command
+                    self._stamp(step, self.command(step))
                 out.append(StepStatus(step, "done", folder))
                 self.ship(step)
                 continue

@@ -12,7 +12,6 @@ for both, so no interval can be formed), ``not measured`` when a number is missi
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ephw.checkpoint import read_meta
 from ephw.outputs import atomic_write
 from ephw.reproduce.plan import Step
 from ephw.stats import mean_ci
@@ -83,11 +81,6 @@ def keeps(a: Measure | None, b: Measure | None) -> str:
     return result
 
 
-def _meta(path: Path) -> dict[str, Any]:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return json.loads(blob.get("meta", "{}"))
-
-
 def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per model family: its seeds' test accuracies (%), test sizes, and distillation metrics."""
     out: dict[str, dict[str, Any]] = {}
@@ -95,7 +88,7 @@ def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, An
         path = run_dir / step.name / "model.pt"
         if not path.is_file():
             continue
-        meta = _meta(path)
+        meta = read_meta(path)
         metrics = meta.get("metrics") or {}
         entry = out.setdefault(step.model, {"acc": [], "n": set(), "seeds": [], "extra": defaultdict(list)})
         if metrics.get("test_accuracy") is not None:

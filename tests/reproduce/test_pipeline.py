@@ -95,6 +95,22 @@ def test_meta_provenance_and_shipping(tmp_path: Path, tiny_tree: Path) -> None:
     assert shipped.read_bytes() == (tmp_path / "run" / "ep-s0" / "model.pt").read_bytes()
 
 
+def test_model_trained_by_hand_gets_provenance(tmp_path: Path, tiny_tree: Path) -> None:
+    """A step's model.pt made outside the pipeline (same command, run by hand) is stamped when first seen."""
+    from ephw.checkpoint import read_meta
+
+    calls: list[list[str]] = []
+    run = tmp_path / "run"
+    fake_runner([])(["train", "bp", "--out", str(run / "bp-s0")])  # trained "by hand": no pipeline meta
+    assert "command" not in read_meta(run / "bp-s0" / "model.pt")
+    pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner(calls), ship_dir=tmp_path / "pretrained")
+    pipe.run_steps(["baselines"], log=lambda _: None)
+    assert all(c[c.index("--out") + 1] != str(run / "bp-s0") for c in calls)  # not retrained
+    meta = read_meta(tmp_path / "pretrained" / "cifar10-bp.pt")
+    assert meta["command"].startswith("ephw train bp") and meta["command"].endswith(str(run / "bp-s0"))
+    assert meta["seed"] == 0 and meta["pipeline_step"] == "bp-s0" and len(meta["data_sha256"]) == 64
+
+
 def test_second_pipeline_on_one_run_dir_is_refused(tmp_path: Path) -> None:
     pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
     with pipe.lock():
