@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import pytest
 import torch
 
 from ephw.model import ConvSpec, EnergyModel, ModelConfig
+
+# A shell starts background jobs (`make test &`, nohup) with SIGINT ignored, and Python keeps an
+# inherited SIG_IGN; the Ctrl-C tests need the interactive default however the suite was started.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_net(
