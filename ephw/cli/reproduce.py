@@ -59,7 +59,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
             )
             print(f"{step.stage:10s} {state:7s} ephw {' '.join(pipe.command(step))}")
         return 0
-    with pipe.lock():
+    with pipe.lock(stages):
         statuses = pipe.run(stages)
     print_status(statuses)
     return 1 if any(s.status == "failed" for s in statuses) else 0

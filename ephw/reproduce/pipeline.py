@@ -5,7 +5,9 @@ is exactly what a user would type; its ``model.pt`` meta records that command). 
 ``model.pt`` exists is skipped, one with a ``checkpoint.pt`` resumes, a step whose teacher is
 missing waits for a later call. Finished models of the first seed are copied into the package
 (``ephw/pretrained/<data>-<kind>.pt``) with the command, seed and data sha256 in their meta.
-Everything is written under one run directory, which the whole pipeline locks.
+Everything is written under one run directory; each stage is locked while a call runs it, so two
+calls may run different stages side by side (robustness on the baselines while the EP-CNN trains)
+but never the same stage twice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +204,17 @@ class Pipeline:
             atomic_write(dst, data)
         return dst
 
-    def lock(self) -> OutputLock:
+    def lock(self, stages: Sequence[str] = STAGES) -> ExitStack:
+        """Hold one lock per stage of ``stages`` (``<run_dir>/.stage-<name>.lock``) until the stack closes."""
         ensure_dir(self.run_dir)
-        return OutputLock(self.run_dir)
+        stack = ExitStack()
+        try:
+            for stage in stages:
+                stack.enter_context(OutputLock(self.run_dir / f".stage-{stage}"))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
 
 
 def print_status(statuses: list[StepStatus], file: Any = sys.stdout) -> None:

@@ -169,9 +169,10 @@ def build_plan(data: str, budget: Budget | str, data_root: str | None = None) ->
         ),
         ("distilled-lava-fixed", "Distilled BP-CNN (Loihi-2 teacher)", ("--teacher-backend", "lava-fixed")),
     ]
-    for kind, model, extra in students:
-        subset = ("--train-n", str(b.lava_train_n)) if kind == "distilled-lava-fixed" and b.lava_train_n else ()
-        for seed in b.ff_seeds:
+    # seed-major: a call cut short leaves one seed of every student family (the shipped ones) first
+    for seed in b.ff_seeds:
+        for kind, model, extra in students:
+            subset = ("--train-n", str(b.lava_train_n)) if kind == "distilled-lava-fixed" and b.lava_train_n else ()
             argv = (
                 "distill",
                 *common,

@@ -111,11 +111,17 @@ def test_model_trained_by_hand_gets_provenance(tmp_path: Path, tiny_tree: Path) 
     assert meta["seed"] == 0 and meta["pipeline_step"] == "bp-s0" and len(meta["data_sha256"]) == 64
 
 
-def test_second_pipeline_on_one_run_dir_is_refused(tmp_path: Path) -> None:
+def test_same_stage_twice_on_one_run_dir_is_refused_other_stages_run(tmp_path: Path) -> None:
     pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
-    with pipe.lock():
+    with pipe.lock(["train-ep"]):
         with pytest.raises(OutputError, match="in use by another ephw run"):
-            Pipeline("cifar10", "smoke", tmp_path / "run").lock().acquire()
+            Pipeline("cifar10", "smoke", tmp_path / "run").lock(["robustness", "train-ep"])
+        with Pipeline("cifar10", "smoke", tmp_path / "run").lock(["robustness"]):
+            pass
+        with pytest.raises(OutputError, match="in use by another ephw run"):  # train-ep is still held
+            Pipeline("cifar10", "smoke", tmp_path / "run").lock(["train-ep"])
+    with Pipeline("cifar10", "smoke", tmp_path / "run").lock():
+        pass
 
 
 @pytest.mark.slow
