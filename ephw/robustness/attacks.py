@@ -8,7 +8,10 @@
   ``R..2R-1`` (the checklist's doubled-restarts rerun) extend a finished run exactly.
   ``start`` (a warm start) begins the single run at given images instead of a random point;
   ``eot = N`` averages the logits of ``N`` forward passes per gradient (expectation over
-  transformation, for models with read noise).
+  transformation, for models with read noise). foolbox returns the *last* iterate, and a
+  fixed-size step can walk out of an adversarial region it had reached; with ``keep_best``
+  (the default) an image the last iterate leaves correct gets the first iterate the model
+  misclassified instead (checked again before it counts), so more steps can only find more.
 * AutoAttack (linf / l2): the official implementation (``pyautoattack``), ``version='standard'``
   (APGD-CE, APGD-T, FAB-T, Square), ``'rand'`` (APGD-CE/DLR with EOT, for randomised models)
   or ``'custom'`` with ``attacks=[...]`` (``restarts`` sets APGD's restarts, ``n_queries``
@@ -66,6 +69,8 @@ class AttackSpec:
         steps: PGD iterations (default :data:`DEFAULT_STEPS`).
         rel_stepsize: PGD step / eps; default ``2.5 / steps`` (Madry et al.; LANL).
         random_start: PGD starts from a uniform draw in the eps-ball.
+        keep_best: PGD returns, for an image its last iterate leaves correct, the first
+            iterate the model misclassified (foolbox alone returns the last iterate).
         restarts: PGD random starts (per-image best; default :data:`DEFAULT_RESTARTS`); on an
             EP model with several gradient modes start ``r`` uses mode ``r mod len``. APGD
             restarts inside AutoAttack ``custom``.
@@ -88,6 +93,7 @@ class AttackSpec:
     steps: int = DEFAULT_STEPS
     rel_stepsize: float | None = None
     random_start: bool = True
+    keep_best: bool = True
     restarts: int = DEFAULT_RESTARTS
     eot: int | None = None
     cascade: bool = False
@@ -187,6 +193,37 @@ class MeanLogits(nn.Module):
         return torch.stack([self.module(x) for _ in range(self.n)]).mean(0)
 
 
+class IterateWitness(nn.Module):
+    """``module`` unchanged, keeping per image of the armed batch the first input it misclassified.
+
+    PGD queries ``module`` at every iterate (each inside the eps-ball and ``[0, 1]``); after
+    :meth:`arm` with labels ``y`` ``(B,)``, ``hit`` ``(B,)`` marks the images some query
+    misclassified and ``found`` ``(B, C, H, W)`` holds the first such input.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.arm(None)
+
+    def arm(self, y: Tensor | None) -> None:
+        self.y = y
+        self.hit = None if y is None else torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        self.found: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.module(x)
+        if self.y is not None and x.shape[0] == len(self.y):
+            with torch.no_grad():
+                new = (logits.argmax(1) != self.y) & ~self.hit
+                if new.any():
+                    if self.found is None:
+                        self.found = x.detach().clone()
+                    self.found[new] = x.detach()[new]
+                    self.hit |= new
+        return logits
+
+
 def restart_seed(seed: int, restart: int) -> int:
     """The torch seed of PGD restart ``restart`` of a row seeded ``seed`` (restart 0 = the seed itself)."""
     return seed if restart == 0 else seed * 1_000_003 + 7919 * restart
@@ -263,7 +300,8 @@ def _pgd(
     import foolbox as fb
 
     module = model.module if (eot or 1) == 1 else MeanLogits(model.module, eot).eval()
-    fmodel = fb.PyTorchModel(module, bounds=(0.0, 1.0), device=x.device)
+    witness = IterateWitness(module).eval() if spec.keep_best else None
+    fmodel = fb.PyTorchModel(witness or module, bounds=(0.0, 1.0), device=x.device)
     rel = spec.step_size  # fixed: doubling the steps doubles the distance the attack can travel
     attack = _pgd_class(spec.norm, start)(
         rel_stepsize=rel, steps=steps, random_start=spec.random_start or start is not None
@@ -271,6 +309,7 @@ def _pgd(
     alive = torch.ones(len(y), dtype=torch.bool, device=y.device)
     adv = x.clone()
     survivors = []
+    earlier = 0  # images whose returned adversarial is an earlier iterate than foolbox's last
     cycle = getattr(model.module, "use_restart", None)  # EP models: restart r's gradient mode
     try:
         for r in runs:
@@ -281,12 +320,16 @@ def _pgd(
             if cycle is not None:
                 cycle(r)
             run_seed = restart_seed(seed, r)
-            _pgd_restart(model, fmodel, attack, x, y, eps, idx, run_seed, spec.batch_size, start, alive, adv)
+            earlier += _pgd_restart(
+                model, fmodel, attack, x, y, eps, idx, run_seed, spec.batch_size, start, alive, adv, witness
+            )
             survivors.append(int(alive.sum()))
     finally:
         if cycle is not None:
             cycle(None)
     notes = {"steps": steps, "rel_stepsize": rel, "restarts": [runs.start, runs.stop], "survivors": survivors}
+    if witness is not None:
+        notes["earlier_iterate"] = earlier
     if cycle is not None and len(model.module.grads) > 1:
         notes["restart_grads"] = [model.module.grads[r % len(model.module.grads)].label for r in runs]
     if eot:
@@ -309,18 +352,40 @@ def _pgd_restart(
     start: Tensor | None,
     alive: Tensor,
     adv: Tensor,
-) -> None:
-    """One PGD start on images ``idx``, seeded ``seed``; updates ``alive`` ``(n,)`` and ``adv`` in place."""
+    witness: IterateWitness | None = None,
+) -> int:
+    """One PGD start on images ``idx``, seeded ``seed``; updates ``alive`` ``(n,)`` and ``adv`` in place.
+
+    Returns how many images got an earlier iterate (``witness``) instead of the last one.
+    """
     torch.manual_seed(seed)
+    earlier = 0
     for part in idx.split(batch_size):
         if start is not None:
             attack.warm = start[part]
         xb, yb = x[part], y[part]
-        _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
+        if witness is not None:
+            witness.arm(yb)
+        try:
+            _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
+        finally:
+            hit, found = (witness.hit, witness.found) if witness is not None else (None, None)
+            if witness is not None:
+                witness.arm(None)
+        clipped = clipped.detach()
         with torch.no_grad():  # the verdict is the model's own prediction on the returned images
             ok = model.module(clipped).argmax(1) == yb
-        adv[part] = clipped.detach()  # survivors keep the last restart's images
+            retry = ok & hit if hit is not None else ok & False
+            if retry.any():  # judged again: a noisy model's earlier query may not hold on a new draw
+                broken = model.module(found[retry]).argmax(1) != yb[retry]
+                take = retry.clone()
+                take[retry] = broken
+                clipped[take] = found[take]
+                ok &= ~take
+                earlier += int(take.sum())
+        adv[part] = clipped  # survivors keep the last restart's images
         alive[part] = ok
+    return earlier
 
 
 def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int, eot: int | None):

@@ -68,3 +68,44 @@ def test_pgd_on_the_bundled_ep_model(digits_test, grad):
     out = run_attack(ep, AttackSpec("pgd", "pgd", "L2", (1.5,), steps=5, restarts=1), x, y, 1.5, seed=0)
     assert clean >= 0.9 and float(out.correct.float().mean()) < clean - 0.3
     assert ep.module.settle_stats.unconverged == 0
+
+
+def test_keep_best_never_loses_an_adversarial_and_returns_real_ones(cnn, images):
+    """Same seed, same iterates: keeping the first misclassified iterate can only break more images,
+    and every image it counts as broken is misclassified at a point inside the budget."""
+    x, y = images
+    spec = AttackSpec("pgd", "pgd", "L2", (0.8,), steps=10, rel_stepsize=1.0, restarts=1)  # steps of eps overshoot
+    last = run_attack(cnn, AttackSpec(**{**spec.__dict__, "keep_best": False}), x, y, 0.8, seed=3)
+    best = run_attack(cnn, spec, x, y, 0.8, seed=3)
+    assert not (best.correct & ~last.correct).any()  # nothing the last iterate broke survives
+    broken = ~best.correct
+    assert (cnn.predict(best.adv[broken]) != y[broken]).all()
+    assert float((best.adv - x).flatten(1).norm(dim=1).max()) <= 0.8 * (1 + 1e-4)
+    gained = int((last.correct & ~best.correct).sum())
+    assert gained > 0 and best.notes["earlier_iterate"] == gained
+
+
+def test_witness_keeps_the_first_misclassified_query_and_rechecks_it():
+    """A scripted 'attack' queries a correct point, an adversarial one, then returns a correct one."""
+    from ephw.robustness.attacks import IterateWitness, _pgd_restart
+
+    class Sign(torch.nn.Module):  # class 1 iff the pixel is above 0.5
+        def forward(self, x):
+            v = x.flatten(1).mean(1, keepdim=True) - 0.5
+            return torch.cat([-v, v], 1) * 10
+
+    def scripted(fmodel, xb, yb, epsilons):
+        for value in (0.4, 0.7, 0.45):  # only 0.7 is misclassified (label 0)
+            fmodel(torch.full_like(xb, value))
+        last = torch.full_like(xb, 0.45)
+        return None, last, None
+
+    clf = Classifier("sign", Sign())
+    x, y = torch.full((3, 1, 2, 2), 0.3), torch.zeros(3, dtype=torch.long)
+    alive, adv = torch.ones(3, dtype=torch.bool), x.clone()
+    witness = IterateWitness(clf.module)
+    n = _pgd_restart(clf, witness, scripted, x, y, 1.0, torch.arange(3), 0, 2, None, alive, adv, witness)
+    assert n == 3 and not alive.any() and torch.allclose(adv, torch.full_like(x, 0.7))
+    alive, adv = torch.ones(3, dtype=torch.bool), x.clone()
+    assert _pgd_restart(clf, witness, scripted, x, y, 1.0, torch.arange(3), 0, 2, None, alive, adv, None) == 0
+    assert alive.all() and torch.allclose(adv, torch.full_like(x, 0.45))  # without it: foolbox's last iterate
