@@ -13,11 +13,12 @@ but never the same stage twice.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from ephw.errors import ConfigError
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.pretrained.catalog import PRETRAINED_DIR
 from ephw.reproduce.plan import STAGES, Budget, Step, build_plan
+
+#: Test images of the check a shipped EP-CNN gets: ``ephw settle --model <name> --data DATA --n 1000``.
+SHIPPED_CHECK_N = 1000
 
 #: Runs one ephw command line (``ephw.cli.main.main`` by default); returns its exit status.
 Runner = Callable[[list[str]], int]
@@ -146,6 +150,7 @@ class Pipeline:
                     self._stamp(step, self.command(step))
                 out.append(StepStatus(step, "done", folder))
                 self.ship(step)
+                self.shipped_settle(step, log)
                 continue
             missing = [n for n in step.needs if not (self.run_dir / n / "model.pt").is_file()]
             if missing:
@@ -167,6 +172,7 @@ class Pipeline:
             self._record(step, "finished", argv)
             self._stamp(step, argv)
             self.ship(step)
+            self.shipped_settle(step, log)
             out.append(StepStatus(step, "resumed" if resumed else "ran", folder))
         return out
 
@@ -203,6 +209,45 @@ class Pipeline:
         if not dst.is_file() or dst.read_bytes() != data:
             atomic_write(dst, data)
         return dst
+
+    def shipped_settle(self, step: Step, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+        """What ``ephw settle --model <shipped name> --data DATA --n 1000`` reports for a shipped EP-CNN.
+
+        Run once per model file (through the pipeline's runner, on the step's ``model.pt``, which
+        the shipped file copies byte for byte) and kept as ``<step folder>/shipped-settle.json``:
+        the user-facing command, the model's sha256 and the settle row. The results page quotes
+        it, so a fresh clone's command can be checked against the page. ``None`` for other steps
+        and without a ship folder (``--no-ship``).
+        """
+        if step.stage != "train-ep" or step.ship_as is None or self.ship_dir is None or not self.is_done(step):
+            return None
+        model = self.folder(step) / "model.pt"
+        record = self.folder(step) / "shipped-settle.json"
+        sha = hashlib.sha256(model.read_bytes()).hexdigest()
+        if record.is_file():
+            try:
+                kept = json.loads(record.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                kept = {}
+            if kept.get("model_sha256") == sha:
+                return kept
+        root = ["--data-root", self.data_root] if self.data_root else []
+        tail = ["--data", self.data, *root, "--n", str(SHIPPED_CHECK_N)]
+        buffer = io.StringIO()
+        with redirect_stdout(buffer):
+            code = self.runner(["settle", "--model", str(model), *tail, "--json"])
+        rows = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+        if code != 0 or not rows:
+            log(f"[{step.stage}] {step.name}: the shipped-model check failed (exit {code}); rerun to retry")
+            return None
+        kept = {
+            "command": shlex.join(["ephw", "settle", "--model", step.ship_as, *tail]),
+            "model_sha256": sha,
+            "row": rows[-1],
+        }
+        atomic_write(record, json.dumps(kept, indent=1, sort_keys=True) + "\n")
+        log(f"[{step.stage}] {step.name}: {kept['command']} -> accuracy {rows[-1].get('accuracy')}")
+        return kept
 
     def lock(self, stages: Sequence[str] = STAGES) -> ExitStack:
         """Hold one lock per stage of ``stages`` (``<run_dir>/.stage-<name>.lock``) until the stack closes."""

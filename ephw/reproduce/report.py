@@ -12,6 +12,7 @@ for both, so no interval can be formed), ``not measured`` when a number is missi
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -104,6 +105,19 @@ def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, An
     return out
 
 
+def shipped_checks(steps: list[Step], run_dir: Path) -> list[dict[str, Any]]:
+    """The ``shipped-settle.json`` records the pipeline kept for shipped EP-CNNs (in step order)."""
+    out = []
+    for step in steps:
+        path = run_dir / step.name / "shipped-settle.json"
+        if step.ship_as is not None and path.is_file():
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
 RobustLookup = Callable[[str, str], Measure | None]
 
 #: Label prefix of the attack Adv-CNN is trained against (claim 4 is about the other attacks).
@@ -170,6 +184,16 @@ def write_results_page(
         n = ", ".join(str(x) for x in sorted(entry["n"], key=str))
         seeds = ", ".join(str(s) for s in entry["seeds"])
         lines.append(f"| {model} | {Measure(entry['acc'])} | {seeds} | {n} |")
+    shipped = shipped_checks(steps, run_dir)
+    if shipped:
+        lines += ["", "Shipped models, as a user settles them (class-balanced subset of the test split):", ""]
+        lines += ["| command | accuracy % | images | steps mean | converged |", "|---|---|---|---|---|"]
+        for rec in shipped:
+            row = rec["row"]
+            lines.append(
+                f"| `{rec['command']}` | {100.0 * float(row['accuracy']):.1f} | {row.get('n')} | "
+                f"{row.get('steps_mean')} | {row.get('converged_fraction')} |"
+            )
     missing = sorted({s.model for s in steps} - set(clean))
     if missing:
         lines += ["", "Not trained yet: " + ", ".join(missing) + "."]

@@ -42,6 +42,9 @@ def fake_runner(calls: list[list[str]], fail: set[str] = frozenset()):
 
     def run(argv: list[str]) -> int:
         calls.append(argv)
+        if argv[0] == "settle":  # the shipped-model check: one JSON row, as `ephw settle --json` prints
+            print(json.dumps({"backend": "euler", "n": 1000, "accuracy": 0.5, "steps_mean": 9.0}))
+            return 0
         out = Path(argv[argv.index("--out") + 1])
         if out.name in fail:
             out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +96,40 @@ def test_meta_provenance_and_shipping(tmp_path: Path, tiny_tree: Path) -> None:
     assert meta["command"].startswith("ephw train ep --data cifar10") and meta["seed"] == 0
     assert len(meta["data_sha256"]) == 64 and meta["model"] == "EP-CNN"
     assert shipped.read_bytes() == (tmp_path / "run" / "ep-s0" / "model.pt").read_bytes()
+
+
+def test_shipped_ep_model_gets_the_users_settle_check_once(tmp_path: Path, tiny_tree: Path) -> None:
+    from ephw.reproduce.report import write_results_page
+
+    calls: list[list[str]] = []
+    run = tmp_path / "run"
+    pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner(calls), ship_dir=tmp_path / "pretrained")
+    pipe.run_steps(["train-ep"], log=lambda _: None)
+    settles = [c for c in calls if c[0] == "settle"]
+    assert settles == [
+        [
+            "settle",
+            "--model",
+            str(run / "ep-s0" / "model.pt"),
+            "--data",
+            "cifar10",
+            "--data-root",
+            str(tiny_tree),
+            "--n",
+            "1000",
+            "--json",
+        ]
+    ]
+    record = json.loads((run / "ep-s0" / "shipped-settle.json").read_text())
+    assert record["command"] == f"ephw settle --model cifar10-ep --data cifar10 --data-root {tiny_tree} --n 1000"
+    assert (tmp_path / "pretrained" / "cifar10-ep.pt").read_bytes() == (run / "ep-s0" / "model.pt").read_bytes()
+    calls.clear()
+    pipe.run_steps(["train-ep"], log=lambda _: None)
+    assert calls == []  # same model file: kept, not settled again
+    page = write_results_page("cifar10", pipe.steps, run, tmp_path / "docs").read_text()
+    assert f"| `{record['command']}` | 50.0 | 1000 |" in page
+    Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner(calls), ship_dir=None).run_steps(["train-ep"])
+    assert calls == []  # --no-ship: nothing shipped, nothing to check
 
 
 def test_model_trained_by_hand_gets_provenance(tmp_path: Path, tiny_tree: Path) -> None:
