@@ -58,6 +58,10 @@ def test_example_config_and_grids():
     cifar = load_config(REPO / "examples" / "robustness_cifar10.toml")
     assert cifar.data == "cifar10" and [m.path for m in cifar.models][0].endswith("model.pt")
     assert {a.norm for a in cifar.attacks} == {"L2", "Linf"} and cifar.checks.grad_sweep
+    budget = load_config(REPO / "examples" / "pgd_budget_digits.toml")  # docs/robustness.md, "Budgets"
+    steps = {a.name: a.steps * a.step_size for a in budget.attacks}
+    assert steps == {"PGD-l2": pytest.approx(2.5), "PGD-l2 200": pytest.approx(5.0)}
+    assert budget.checks.double_steps and budget.checks.double_restarts and budget.checks.seeds == (0, 1, 2)
     l2, linf = EPS_GRIDS["lanl-l2"], EPS_GRIDS["lanl-linf"]
     assert len(l2) == 12 and l2[0] == 0.005 and l2[-1] == 3.0 and 1.0 in l2 and 0.05 in l2
     assert len(linf) == 11 and linf[0] == 0.0001 and linf[-1] == 0.1 and round(8 / 255, 6) in linf
