@@ -364,18 +364,19 @@ def _pgd_restart(
         if start is not None:
             attack.warm = start[part]
         xb, yb = x[part], y[part]
+        hit = found = None
         if witness is not None:
             witness.arm(yb)
         try:
             _, clipped, _ = attack(fmodel, xb, yb, epsilons=float(eps))
         finally:
-            hit, found = (witness.hit, witness.found) if witness is not None else (None, None)
             if witness is not None:
+                hit, found = witness.hit, witness.found
                 witness.arm(None)
         clipped = clipped.detach()
         with torch.no_grad():  # the verdict is the model's own prediction on the returned images
             ok = model.module(clipped).argmax(1) == yb
-            retry = ok & hit if hit is not None else ok & False
+            retry = ok & hit if hit is not None else torch.zeros_like(ok)
             if retry.any():  # judged again: a noisy model's earlier query may not hold on a new draw
                 broken = model.module(found[retry]).argmax(1) != yb[retry]
                 take = retry.clone()
