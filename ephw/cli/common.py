@@ -26,7 +26,12 @@ def add_model_data_options(p: argparse.ArgumentParser, low_precision: bool = Fal
     p.add_argument("--model", default=None, help=f"checkpoint to settle (default: bundled {BUNDLED_MODEL.name})")
     p.add_argument("--data", default=None, help="digits|cifar10|cifar100 (default: the model's training data)")
     p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset (see docs/data.md)")
-    p.add_argument("--n", type=int, default=512, help="number of test images (a class-balanced subset: the first n of the stratified test order)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=512,
+        help="number of test images (a class-balanced subset: the first n of the stratified test order)",
+    )
     p.add_argument("--batch", type=positive_int, default=256, help="images settled at once")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     if low_precision:

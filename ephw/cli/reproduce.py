@@ -30,11 +30,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--list", action="store_true", help="print the plan (every command) and what is done, run nothing")
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="robustness stage: compute only shard K (0-based) of N of its rows, beside the results file "
+        "(shards of one run can go side by side; the EP-CNN's rows are the costliest shard)",
+    )
     p.set_defaults(func=run_reproduce)
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from ephw.reproduce.pipeline import Pipeline, print_status
+    from ephw.robustness.shards import parse_shard
 
     if args.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}: use one of {', '.join(BUDGETS)}")
@@ -51,6 +59,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         ship_dir=None if args.no_ship or args.budget == "smoke" else Pipeline.default_ship_dir(),
         device=args.device,
         docs_dir=Path(args.docs),
+        shard=parse_shard(args.shard) if args.shard is not None else None,
     )
     if args.list:
         for step in pipe.steps:

@@ -28,6 +28,7 @@ from ephw.errors import ConfigError
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.pretrained.catalog import PRETRAINED_DIR
 from ephw.reproduce.plan import STAGES, Budget, Step, build_plan
+from ephw.robustness.shards import Shard
 
 #: Test images of the check a shipped EP-CNN gets: ``ephw settle --model <name> --data DATA --n 1000``.
 SHIPPED_CHECK_N = 1000
@@ -82,6 +83,7 @@ class Pipeline:
         ship_dir: str | Path | None = PRETRAINED_DIR,
         device: str | None = None,
         docs_dir: str | Path = "docs/results",
+        shard: Shard | None = None,
     ) -> None:
         self.data = data
         self.data_root = data_root
@@ -92,6 +94,7 @@ class Pipeline:
         self.ship_dir = Path(ship_dir) if ship_dir is not None else None
         self.device = device
         self.docs_dir = Path(docs_dir)
+        self.shard = shard  # the robustness stage computes only this shard's rows (ephw.robustness.shards)
         self._sha: str | None = None
 
     @staticmethod
@@ -250,12 +253,19 @@ class Pipeline:
         return kept
 
     def lock(self, stages: Sequence[str] = STAGES) -> ExitStack:
-        """Hold one lock per stage of ``stages`` (``<run_dir>/.stage-<name>.lock``) until the stack closes."""
+        """Hold one lock per stage of ``stages`` (``<run_dir>/.stage-<name>.lock``) until the stack closes.
+
+        With a shard the robustness stage's lock is the shard's own
+        (``.stage-robustness.shard-K-of-N.lock``): the shards of one run go side by side.
+        """
         ensure_dir(self.run_dir)
         stack = ExitStack()
         try:
             for stage in stages:
-                stack.enter_context(OutputLock(self.run_dir / f".stage-{stage}"))
+                name = stage
+                if stage == "robustness" and self.shard is not None:
+                    name += f".shard-{self.shard.index}-of-{self.shard.count}"
+                stack.enter_context(OutputLock(self.run_dir / f".stage-{name}"))
         except BaseException:
             stack.close()
             raise

@@ -12,6 +12,7 @@ from ephw.cli.main import main
 from ephw.errors import ConfigError, OutputError
 from ephw.reproduce.pipeline import Pipeline
 from ephw.reproduce.plan import BUDGETS, build_plan
+from ephw.robustness.shards import parse_shard
 
 
 def test_plan_has_every_model_of_the_paper() -> None:
@@ -159,6 +160,18 @@ def test_same_stage_twice_on_one_run_dir_is_refused_other_stages_run(tmp_path: P
             Pipeline("cifar10", "smoke", tmp_path / "run").lock(["train-ep"])
     with Pipeline("cifar10", "smoke", tmp_path / "run").lock():
         pass
+
+
+def test_robustness_shards_of_one_run_lock_apart(tmp_path: Path) -> None:
+    """Shards of the robustness stage run side by side; the same shard twice, or a whole stage beside one, do not."""
+    run = tmp_path / "run"
+    with Pipeline("cifar10", "smoke", run, shard=parse_shard("0/2")).lock(["robustness"]):
+        with Pipeline("cifar10", "smoke", run, shard=parse_shard("1/2")).lock(["robustness"]):
+            pass
+        with pytest.raises(OutputError, match="in use by another ephw run"):
+            Pipeline("cifar10", "smoke", run, shard=parse_shard("0/2")).lock(["robustness", "report"])
+    with Pipeline("cifar10", "smoke", run, shard=parse_shard("0/2")).lock(["robustness", "report"]):
+        pass  # released with the first
 
 
 @pytest.mark.slow
