@@ -42,9 +42,13 @@ def template(budget: str) -> dict[str, Any]:
 
 
 def trained_models(pipe: Pipeline, ep: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ``[[models]]`` entry per finished training run of ``pipe``."""
+    """One ``[[models]]`` entry per finished training run of ``pipe``, seed-major.
+
+    Every family's first seed comes before any family's second one, so a run cut short has
+    evaluated one seed of every model the verdicts compare.
+    """
     models = []
-    for step in pipe.steps:
+    for step in sorted(pipe.steps, key=lambda s: s.seed):  # stable: plan order within a seed
         path = pipe.folder(step) / "model.pt"
         if path.is_file():
             entry = {"name": f"{step.model} [s{step.seed}]", "path": str(path)}

@@ -174,6 +174,17 @@ def test_robustness_shards_of_one_run_lock_apart(tmp_path: Path) -> None:
         pass  # released with the first
 
 
+def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_path: Path) -> None:
+    from ephw.reproduce.robustness import trained_models
+
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
+    for name in ("ep-s0", "bp-s0", "bp-s1", "adv-s1", "distilled-s0"):
+        (tmp_path / "run" / name).mkdir(parents=True)
+        (tmp_path / "run" / name / "model.pt").write_bytes(b"")
+    names = [m["name"] for m in trained_models(pipe, {"backend": "async"})]
+    assert names == ["EP-CNN [s0]", "BP-CNN [s0]", "Distilled BP-CNN [s0]", "BP-CNN [s1]", "Adv-CNN [s1]"]
+
+
 @pytest.mark.slow
 def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every training stage really runs (tiny sizes), then the report regenerates from the run folder alone."""
