@@ -22,3 +22,20 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     half = stats.t.ppf(0.5 + level / 2, n - 1) * math.sqrt(var / n)
     return mean, float(half)
+
+
+def binomial_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval ``(low, high)`` of a proportion ``correct / n`` (fractions in ``[0, 1]``).
+
+    The uncertainty of one accuracy measured on ``n`` images (one seed): what the images alone
+    leave open, before any seed-to-seed spread.
+    """
+    if n <= 0 or not 0 <= correct <= n:
+        raise ValueError(f"binomial_ci needs 0 <= correct <= n and n > 0, got {correct}/{n}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == n else min(1.0, centre + half)
+    return low, high

@@ -1,4 +1,4 @@
-"""Confidence intervals across seeds."""
+"""Confidence intervals across seeds, and of one accuracy over its images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ephw.stats import mean_ci
+from ephw.stats import binomial_ci, mean_ci
 
 
 def test_known_values():
@@ -24,3 +24,22 @@ def test_coverage_is_about_95_percent():
         m, h = mean_ci(list(rng.normal(1.0, 2.0, size=5)))
         hits += abs(m - 1.0) <= h
     assert 0.93 < hits / 2000 < 0.97
+
+
+def test_wilson_interval_known_value_and_edges():
+    low, high = binomial_ci(10, 100)  # Wilson 95 %: 0.0552 .. 0.1744
+    assert low == pytest.approx(0.0552, abs=1e-4) and high == pytest.approx(0.1744, abs=1e-4)
+    assert binomial_ci(0, 50)[0] == 0.0 and binomial_ci(0, 50)[1] > 0.05  # zero successes still leave room
+    assert binomial_ci(50, 50)[1] == 1.0
+    with pytest.raises(ValueError):
+        binomial_ci(3, 2)
+
+
+def test_wilson_coverage_is_at_least_about_95_percent():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(2000):
+        k = int(rng.binomial(100, 0.1))
+        low, high = binomial_ci(k, 100)
+        hits += low <= 0.1 <= high
+    assert 0.93 < hits / 2000 < 0.99

@@ -4,10 +4,12 @@
 ``model.pt`` meta, the robustness results file) and writes ``<docs>/<data>.md`` plus figures, so
 ``ephw reproduce DATA --stage report`` regenerates the page from committed results alone.
 
-A claim's verdict compares two models' seed means with 95 % t-intervals: ``holds`` when the
+A claim's verdict compares two models' seed means with 95 % intervals: a t-interval over seeds,
+or for a single seed measured on ``n`` images the Wilson interval of that one accuracy (what the
+images leave open; the seed-to-seed spread is then unknown and not in it). ``holds`` when the
 difference has the claimed sign and the intervals do not overlap, ``does not hold`` when it has the
-other sign and they do not overlap, ``inconclusive`` when they overlap (or only one seed exists
-for both, so no interval can be formed), ``not measured`` when a number is missing.
+other sign and they do not overlap, ``inconclusive`` when they overlap (or neither has an
+interval), ``not measured`` when a number is missing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from ephw.checkpoint import read_meta
 from ephw.outputs import atomic_write
 from ephw.reproduce.plan import Step
-from ephw.stats import mean_ci
+from ephw.stats import binomial_ci, mean_ci
 
 #: The published CIFAR-10 numbers of lanl/AdvEP (Mansingh et al. 2024) the page is set against (%).
 PUBLISHED_CIFAR10: list[tuple[str, str, str]] = [
@@ -36,9 +38,14 @@ PUBLISHED_CIFAR10: list[tuple[str, str, str]] = [
 
 @dataclass
 class Measure:
-    """A quantity over seeds: ``values`` (one per seed, in %)."""
+    """A quantity over seeds: ``values`` (one per seed, in %).
+
+    ``images``: for an accuracy, the images each value was measured on (same order); with one
+    seed the interval is then that accuracy's Wilson interval over its images.
+    """
 
     values: list[float]
+    images: list[int] | None = None
 
     @property
     def mean(self) -> float:
@@ -46,23 +53,31 @@ class Measure:
 
     @property
     def half(self) -> float:
+        """Half-width of the 95 % interval (%): over seeds, or over one seed's images; ``nan`` if none."""
+        if len(self.values) == 1 and self.images:
+            n = self.images[0]
+            low, high = binomial_ci(round(self.values[0] * n / 100.0), n)
+            return 100.0 * max(self.values[0] / 100.0 - low, high - self.values[0] / 100.0)
         return mean_ci(self.values)[1]
 
     def __str__(self) -> str:
         if not self.values:
             return "–"
-        mean, half = mean_ci(self.values)
-        n = len(self.values)
-        return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f} (n={n})"
+        mean, half = self.mean, self.half
+        if math.isnan(half):
+            return f"{mean:.1f}"
+        if len(self.values) == 1:
+            return f"{mean:.1f} ± {half:.1f} (1 seed, {self.images[0]} images)"
+        return f"{mean:.1f} ± {half:.1f} (n={len(self.values)})"
 
 
 def verdict(a: Measure | None, b: Measure | None, claim: str = ">") -> str:
     """Whether ``a claim b`` (``>``: a larger, ``<``: a smaller) holds, per the module docstring's rule."""
     if a is None or b is None or not a.values or not b.values:
         return "not measured"
-    ha, hb = (0.0 if math.isnan(m.half) else m.half for m in (a, b))
-    if len(a.values) < 2 and len(b.values) < 2:
+    if math.isnan(a.half) and math.isnan(b.half):
         return "inconclusive (one seed each: no interval)"
+    ha, hb = (0.0 if math.isnan(m.half) else m.half for m in (a, b))
     diff = a.mean - b.mean if claim == ">" else b.mean - a.mean
     separated = abs(a.mean - b.mean) > ha + hb
     if not separated:

@@ -109,6 +109,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     if not files:
         return None
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    images: dict[tuple[str, str], list[int]] = defaultdict(list)  # per value: the images it was measured on
     labels: list[str] = []
     markdown = []
     for part, path in files:
@@ -127,6 +128,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if label not in labels:
                 labels.append(label)
             values[(m["family"], label)].append(100.0 * float(row["accuracy"]))
+            images[(m["family"], label)].append(int(row["n"]))
         for (family, _model, _seed), accs in corrupted.items():
             label = "corruptions (mean of every name and severity)"
             if label not in labels:
@@ -140,6 +142,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if label not in labels:
                 labels.append(label)
             values[(m["family"], label)].append(100.0 * float(wc["accuracy"]))
+            images[(m["family"], label)].append(int(wc["n"]))
         report = pipe.docs_dir / pipe.data / part / "report.md"
         if report.is_file():
             rel = f"{pipe.data}/{part}"  # relative to the results page <docs>/<data>.md
@@ -152,7 +155,8 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
                 if (report.parent / f"{fig}.png").is_file():
                     text += f"\n![{part}: {caption}]({rel}/{fig}.png)\n"
             markdown.append(text)
-    return {"rows": {k: Measure(v) for k, v in values.items()}, "labels": labels, "markdown": "\n".join(markdown)}
+    rows = {k: Measure(v, images.get(k) if len(images.get(k, [])) == len(v) else None) for k, v in values.items()}
+    return {"rows": rows, "labels": labels, "markdown": "\n".join(markdown)}
 
 
 def _parts(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:

@@ -14,6 +14,11 @@ def test_verdict_rule() -> None:
     assert verdict(low, high) == "does not hold"
     assert verdict(high, near).startswith("inconclusive")
     assert verdict(Measure([50.0]), Measure([10.0])).startswith("inconclusive (one seed")
+    # one seed on n images: the Wilson interval of that accuracy decides
+    assert verdict(Measure([50.0], [100]), Measure([10.0], [100])) == "holds"
+    assert verdict(Measure([14.0], [100]), Measure([10.0], [100])).startswith("inconclusive (CIs overlap)")
+    assert verdict(Measure([12.0], [500]), low) == "inconclusive (CIs overlap)"
+    assert str(Measure([10.0], [100])) == "10.0 ± 7.4 (1 seed, 100 images)"  # the longer side of 5.5 .. 17.4
     assert verdict(None, low) == "not measured"
     assert keeps(low, high) == "does not hold" and keeps(near, high).startswith("holds")
 
