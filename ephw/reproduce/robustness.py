@@ -67,6 +67,7 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     for part in raw.get("parts", []):
         part = dict(part)
         name = part.pop("name")
+        part.pop("about", None)  # the results page's description of the part
         run = dict(part.pop("run", {}))
         run.update(data=pipe.data, **({"data_root": pipe.data_root} if pipe.data_root else {}))
         if pipe.device is not None:
@@ -147,7 +148,9 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
         if report.is_file():
             rel = f"{pipe.data}/{part}"  # relative to the results page <docs>/<data>.md
             link = f"[{rel}/report.md]({rel}/report.md)"
-            text = f"### Part {part}\n\nFull report (every attack, class-wise, checklist): {link}\n"
+            about = next((p.get("about", "") for n, p in _parts(pipe) if n == part), "")
+            text = f"### Part {part}\n\n" + (f"{about.strip()}\n\n" if about else "")
+            text += f"Full report (every attack, class-wise, checklist): {link}\n"
             for fig, caption in (
                 ("attacks", "accuracy vs ε per attack, worst case per image first"),
                 ("corruptions", "accuracy per corruption and vs severity"),
