@@ -1,7 +1,8 @@
 """Adversarial attacks from maintained libraries, one ``(attack, eps, seed)`` at a time.
 
 * PGD (l2 / linf) with a fixed step: foolbox 3.3.4 ``L2PGD`` / ``LinfPGD``; the step is
-  ``rel_stepsize * eps`` (default ``2.5 / steps``: Madry et al.; LANL). The total distance the
+  ``rel_stepsize * eps`` (default ``2.5 / steps``, Madry et al. and LANL, but never finer than
+  ``2.5 / 100``: :data:`STEPS_FOR_FULL_TRAVEL`). The total distance the
   attack can travel, ``steps * rel_stepsize * eps``, must be at least ``2 eps`` (checked).
   ``restarts = R`` runs R random starts, each on the images no earlier start broke (the
   per-image best over restarts); restart ``r`` draws from its own seed, so restarts
@@ -50,8 +51,12 @@ AA_LISTS = {
 }
 #: PGD must be able to travel at least this many eps in total (``steps * rel_stepsize``).
 MIN_TRAVEL = 2.0
-#: PGD's default budget for reported numbers: 10 starts x 200 steps of 2.5 eps / 200 (travel
-#: 2.5 eps). 100 steps left 1-4 points for 200 to find on digits and CIFAR-10 feed-forward models;
+#: The default PGD step is ``2.5 eps / steps`` (Madry et al.; LANL: the attack can travel 2.5 eps)
+#: up to this many steps, and ``2.5 eps / 100`` beyond: more steps than 100 travel further at the
+#: 100-step attack's step size instead of taking finer steps over the same distance.
+STEPS_FOR_FULL_TRAVEL = 100
+#: PGD's default budget for reported numbers: 10 starts x 200 steps of 2.5 eps / 100 (travel
+#: 5 eps). 100 steps left 1-4 points for 200 to find on digits and CIFAR-10 feed-forward models;
 #: what doubling 200 moves is in docs/robustness.md ("Budgets"). On an EP model the starts cycle
 #: through its gradient modes.
 DEFAULT_STEPS = 200
@@ -68,7 +73,8 @@ class AttackSpec:
         norm: ``"L2"`` or ``"Linf"``.
         eps: the grid of perturbation budgets (image units, pixels in ``[0, 1]``).
         steps: PGD iterations (default :data:`DEFAULT_STEPS`).
-        rel_stepsize: PGD step / eps; default ``2.5 / steps`` (Madry et al.; LANL).
+        rel_stepsize: PGD step / eps; default ``2.5 / min(steps, 100)`` (Madry et al.; LANL; more
+            than 100 steps travel further rather than finer).
         random_start: PGD starts from a uniform draw in the eps-ball.
         keep_best: PGD returns, for an image its last iterate leaves correct, the first
             iterate the model misclassified (foolbox alone returns the last iterate).
@@ -133,7 +139,9 @@ class AttackSpec:
     @property
     def step_size(self) -> float:
         """PGD step relative to eps."""
-        return self.rel_stepsize if self.rel_stepsize is not None else 2.5 / self.steps
+        if self.rel_stepsize is not None:
+            return self.rel_stepsize
+        return 2.5 / min(self.steps, STEPS_FOR_FULL_TRAVEL)
 
     @property
     def library_attacks(self) -> tuple[str, ...]:

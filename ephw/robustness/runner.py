@@ -33,7 +33,7 @@ from ephw.data.order import stratified_order
 from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, OutputError
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
-from ephw.robustness.attacks import AttackSpec, run_attack
+from ephw.robustness.attacks import STEPS_FOR_FULL_TRAVEL, AttackSpec, run_attack
 from ephw.robustness.config import RobustnessConfig
 from ephw.robustness.corruptions import corrupt_images
 from ephw.robustness.gradients import parse_grads
@@ -314,7 +314,10 @@ class _Runner:
     def fingerprint(self, task: Task) -> str:
         extra: Any = None
         if task.kind == "attack":  # the eps is part of the row's key, not of its settings
-            extra = {k: v for k, v in dataclasses.asdict(self.attacks[task.attack]).items() if k != "eps"}
+            spec = self.attacks[task.attack]
+            extra = {k: v for k, v in dataclasses.asdict(spec).items() if k != "eps"}
+            if spec.method == "pgd" and spec.rel_stepsize is None and spec.steps > STEPS_FOR_FULL_TRAVEL:
+                extra["step"] = spec.step_size  # this default changed: rows made before it must not match
         elif task.kind == "corruption":
             extra = self.cfg.corruptions.table
         elif task.kind == "zero-grad":

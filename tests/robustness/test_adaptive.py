@@ -11,7 +11,7 @@ from robust_models import Noisy, Quantised, Wiggly
 
 from ephw.errors import ConfigError
 from ephw.robustness import checklist, survival
-from ephw.robustness.attacks import AttackSpec, run_attack
+from ephw.robustness.attacks import DEFAULT_STEPS, AttackSpec, run_attack
 from ephw.robustness.config import config_from_dict
 from ephw.robustness.models import Classifier, ModelSpec, load_classifier
 from ephw.robustness.runner import read_rows, run_robustness
@@ -74,6 +74,9 @@ def test_pgd_travel_must_reach_two_eps():
     with pytest.raises(ConfigError, match="travel"):
         AttackSpec("p", "pgd", "L2", (1.0,), steps=10, rel_stepsize=0.1)
     assert AttackSpec("p", "pgd", "L2", (1.0,), steps=20).step_size * 20 == pytest.approx(2.5)
+    # beyond 100 steps the default step stays 2.5 eps / 100: more steps travel further, not finer
+    assert AttackSpec("p", "pgd", "L2", (1.0,), steps=200).step_size == pytest.approx(0.025)
+    assert AttackSpec("p", "pgd", "L2", (1.0,)).step_size * DEFAULT_STEPS == pytest.approx(5.0)
 
 
 def test_restarts_keep_the_per_image_best(tiny_cnn, digits_test):
