@@ -25,24 +25,28 @@ def test_verdict_rule() -> None:
 
 def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
     label_l2, label_sq = "PGD-l2 ε=0.4932", "Square-linf ε=0.03137"
+    label_wc = "worst case per image, L2 ε=0.4932 (white-box)"
     rob = {
         ("EP-CNN", label_l2): Measure([30.0, 31.0, 32.0]),
         ("BP-CNN", label_l2): Measure([10.0, 11.0, 12.0]),
         ("Adv-CNN", label_l2): Measure([40.0, 41.0, 42.0]),
         ("EP-CNN", label_sq): Measure([20.0, 21.0, 22.0]),
         ("Adv-CNN", label_sq): Measure([40.0, 41.0, 42.0]),
+        ("EP-CNN", label_wc): Measure([5.0], [100]),
+        ("Adv-CNN", label_wc): Measure([30.0, 31.0, 32.0]),
     }
     page = write_results_page(
         "cifar10",
         build_plan("cifar10", "cpu"),
         tmp_path / "run",
         tmp_path / "docs",
-        {"rows": rob, "labels": [label_l2, label_sq], "markdown": ""},
+        {"rows": rob, "labels": [label_l2, label_sq, label_wc], "markdown": ""},
     ).read_text()
     assert f"| model | clean | {label_l2} | {label_sq} |" in page
     assert "| EP-CNN | – | 31.0 ± 2.5 (n=3) | 21.0 ± 2.5 (n=3) |" in page
     assert f"(2) EP-CNN more robust than BP-CNN — {label_l2} | holds |" in page
     # claim 4 is only asked where Adv-CNN was not trained (ℓ∞ here), and fails on these numbers
     assert f"not ℓ2 PGD) — {label_sq} | does not hold |" in page
-    assert f"not ℓ2 PGD) — {label_l2}" not in page
+    assert f"not ℓ2 PGD) — {label_l2}" not in page and f"not ℓ2 PGD) — {label_wc}" not in page
+    assert "5.0 ± 6.2 (1 seed, 100 images)" in page  # one EP seed: the Wilson interval over its images
     assert "Not trained yet:" in page
