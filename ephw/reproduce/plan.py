@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from ephw.errors import ConfigError
 
 STAGES: tuple[str, ...] = ("train-ep", "baselines", "distill", "robustness", "report")
+#: The Eq. 8 student of the digital teacher on the ``lava-fixed`` teacher's training subset: what a
+#: student of the Loihi-2 teacher is compared with (same images, only the teacher differs).
+SUBSET_CONTROL = "Distilled BP-CNN (digital teacher, Loihi-2 subset)"
 """Stages in the order they run; each needs the models of the stages before it."""
 
 
@@ -31,7 +34,8 @@ class Budget:
         adv_epochs: Adv-CNN epochs (``None``: ``ff_epochs``); each costs ``adv_pgd_steps + 1`` BP epochs.
         resnet_width: first-stage width of the ResNet-18 student (64 = standard).
         distill_args: extra ``distill`` arguments (``--cache-teacher`` settles the training set once).
-        lava_train_n: training images the ``lava-fixed`` teacher settles (``None``: all).
+        lava_train_n: training images the ``lava-fixed`` teacher settles (``None``: all); with a
+            subset, a control student of the digital teacher on the same images is trained too.
         ff_args: extra arguments of every feed-forward trainer (``smoke``: batch size, test size).
     """
 
@@ -169,10 +173,13 @@ def build_plan(data: str, budget: Budget | str, data_root: str | None = None) ->
         ),
         ("distilled-lava-fixed", "Distilled BP-CNN (Loihi-2 teacher)", ("--teacher-backend", "lava-fixed")),
     ]
+    if b.lava_train_n:  # the lava teacher's control: the digital teacher on the same training subset
+        students.insert(-1, ("distilled-subset", SUBSET_CONTROL, ("--student", "cnn")))
     # seed-major: a call cut short leaves one seed of every student family (the shipped ones) first
     for seed in b.ff_seeds:
         for kind, model, extra in students:
-            subset = ("--train-n", str(b.lava_train_n)) if kind == "distilled-lava-fixed" and b.lava_train_n else ()
+            on_subset = kind in ("distilled-lava-fixed", "distilled-subset") and b.lava_train_n
+            subset = ("--train-n", str(b.lava_train_n)) if on_subset else ()
             argv = (
                 "distill",
                 *common,

@@ -25,6 +25,10 @@ def test_plan_has_every_model_of_the_paper() -> None:
     shipped = [s.ship_as for s in steps if s.ship_as]
     assert len(shipped) == len(set(shipped)) == len(models)
     assert all(s.needs == ("ep-s0",) for s in steps if s.stage == "distill")
+    lava, control = (next(s for s in steps if s.name == n) for n in ("distilled-lava-fixed-s0", "distilled-subset-s0"))
+    subset = lava.argv[lava.argv.index("--train-n") : lava.argv.index("--train-n") + 2]
+    assert subset == ("--train-n", "5000") and control.argv[control.argv.index("--train-n") :][:2] == subset
+    assert "--teacher-backend" not in control.argv  # the same images, the digital teacher
     ep = next(s for s in steps if s.name == "ep-s0")
     assert ep.argv == ("train", "ep", "--data", "cifar10", "--config", "cpu-small", "--epochs", "20", "--seed", "0")
 
