@@ -106,10 +106,13 @@ def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, An
             continue
         meta = read_meta(path)
         metrics = meta.get("metrics") or {}
-        entry = out.setdefault(step.model, {"acc": [], "n": set(), "seeds": [], "extra": defaultdict(list)})
+        entry = out.setdefault(
+            step.model, {"acc": [], "n": set(), "images": [], "seeds": [], "extra": defaultdict(list)}
+        )
         if metrics.get("test_accuracy") is not None:
             entry["acc"].append(100.0 * float(metrics["test_accuracy"]))
             entry["n"].add(metrics.get("test_n"))
+            entry["images"].append(metrics.get("test_n"))
             entry["seeds"].append(step.seed)
         for key in ("agreement", "teacher_test_accuracy"):
             if metrics.get(key) is not None:
@@ -118,6 +121,13 @@ def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, An
         if timing.get("speedup") is not None:
             entry["extra"]["speedup"].append(float(timing["speedup"]))
     return out
+
+
+def clean_measure(entry: dict[str, Any]) -> Measure:
+    """A family's clean accuracy; one seed gets the Wilson interval over its test images."""
+    images = entry.get("images") or []
+    known = len(images) == len(entry["acc"]) and all(isinstance(n, int) and n > 0 for n in images)
+    return Measure(entry["acc"], images if known else None)
 
 
 def shipped_checks(steps: list[Step], run_dir: Path) -> list[dict[str, Any]]:
@@ -136,13 +146,14 @@ def shipped_checks(steps: list[Step], run_dir: Path) -> list[dict[str, Any]]:
 RobustLookup = Callable[[str, str], Measure | None]
 
 
-def hardware_students(clean: dict[str, Any]) -> list[tuple[str, str]]:
+def hardware_students(families: set[str]) -> list[tuple[str, str]]:
     """(student of a hardware-simulated teacher, the digital teacher's student it is compared with).
 
-    The Loihi-2 teacher settles a training subset; its student is compared with the digital
-    teacher's student on that subset when one was trained (same images, only the teacher differs).
+    ``families``: the model families of the plan. The Loihi-2 teacher may settle a training
+    subset; its student is then compared with the digital teacher's student on that subset (same
+    images, only the teacher differs).
     """
-    loihi_ref = SUBSET_CONTROL if SUBSET_CONTROL in clean else "Distilled BP-CNN"
+    loihi_ref = SUBSET_CONTROL if SUBSET_CONTROL in families else "Distilled BP-CNN"
     return [
         ("Distilled BP-CNN (PCM teacher)", "Distilled BP-CNN"),
         ("Distilled BP-CNN (Loihi-2 teacher)", loihi_ref),
@@ -167,7 +178,7 @@ def robustness_table(
         "|---|---|" + "---|" * len(labels),
     ]
     for family in families:
-        cells = [str(Measure(clean[family]["acc"])) if family in clean else "–"]
+        cells = [str(clean_measure(clean[family])) if family in clean else "–"]
         cells += [str(rob[(family, label)]) if (family, label) in rob else "–" for label in labels]
         lines.append(f"| {family} | " + " | ".join(cells) + " |")
     return lines
@@ -207,13 +218,13 @@ def write_results_page(
     lines += [
         "## Clean test accuracy",
         "",
-        "| model | test accuracy % (mean ± 95 % CI over seeds) | seeds | test images |",
+        "| model | test accuracy % (mean ± 95 % CI over seeds; one seed: over its test images) | seeds | test images |",
     ]
     lines += ["|---|---|---|---|"]
     for model, entry in clean.items():
         n = ", ".join(str(x) for x in sorted(entry["n"], key=str))
         seeds = ", ".join(str(s) for s in entry["seeds"])
-        lines.append(f"| {model} | {Measure(entry['acc'])} | {seeds} | {n} |")
+        lines.append(f"| {model} | {clean_measure(entry)} | {seeds} | {n} |")
     shipped = shipped_checks(steps, run_dir)
     if shipped:
         lines += ["", "Shipped models, as a user settles them (class-balanced subset of the test split):", ""]
@@ -240,18 +251,19 @@ def write_results_page(
             )
 
     def acc(model: str) -> Measure | None:
-        return Measure(clean[model]["acc"]) if model in clean else None
+        return clean_measure(clean[model]) if model in clean else None
 
     def robust(model: str, label: str) -> Measure | None:
         return rob.get((model, label))
 
     ep, dist = "EP-CNN", "Distilled BP-CNN"
+    families = {s.model for s in steps}
     claims = [
         ("(1) the Eq. 8 student keeps the EP-CNN's clean accuracy", keeps(acc(dist), acc(ep))),
         ("(1b) Adv-CNN loses clean accuracy against the EP-CNN", verdict(acc("Adv-CNN"), acc(ep), "<")),
         *[
             (f"(6) {m} keeps the clean accuracy of {ref}", keeps(acc(m), acc(ref)))
-            for m, ref in hardware_students(clean)
+            for m, ref in hardware_students(families)
         ],
     ]
     for label in (robustness or {}).get("labels", []):
@@ -267,7 +279,7 @@ def write_results_page(
             ),
             (
                 f"(6) students of hardware teachers keep the digital teacher's student's robustness — {label}",
-                "; ".join(f"{m}: {keeps(robust(m, label), robust(ref, label))}" for m, ref in hardware_students(clean)),
+                "; ".join(f"{m}: {keeps(robust(m, label), robust(ref, label))}" for m, ref in hardware_students(families)),
             ),
         ]
         if not label.startswith(ADV_TRAINED_FOR):
