@@ -279,7 +279,9 @@ def write_results_page(
             ),
             (
                 f"(6) students of hardware teachers keep the digital teacher's student's robustness — {label}",
-                "; ".join(f"{m}: {keeps(robust(m, label), robust(ref, label))}" for m, ref in hardware_students(families)),
+                "; ".join(
+                    f"{m}: {keeps(robust(m, label), robust(ref, label))}" for m, ref in hardware_students(families)
+                ),
             ),
         ]
         if not label.startswith(ADV_TRAINED_FOR):
