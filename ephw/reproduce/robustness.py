@@ -106,7 +106,11 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     from ephw.robustness import shards, survival
     from ephw.robustness.runner import dedupe, read_rows
 
-    files = [(p, results_path(pipe, p)) for p, _ in _parts(pipe) if results_path(pipe, p).is_file()]
+    files = [
+        (p, path)
+        for p, _ in _parts(pipe)
+        if (path := results_path(pipe, p)).is_file() or shards.shard_files(path)  # a sharded run: only shard files
+    ]
     if not files:
         return None
     values: dict[tuple[str, str], list[float]] = defaultdict(list)

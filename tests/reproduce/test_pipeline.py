@@ -189,6 +189,27 @@ def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_p
     assert names == ["EP-CNN [s0]", "BP-CNN [s0]", "Distilled BP-CNN [s0]", "BP-CNN [s1]", "Adv-CNN [s1]"]
 
 
+def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
+    """A part computed only as shards (no plain results file) still reaches the verdicts."""
+    from ephw.reproduce.robustness import robustness_summary
+
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
+    (tmp_path / "run").mkdir()
+
+    def row(model: str, kind: str, survival: str, attack: str | None = None) -> str:
+        acc = survival.count("1") / len(survival)
+        fields = {"kind": kind, "model": model, "attack": attack, "eps": 0.4932 if attack else 0.0, "seed": 0}
+        fields.update(norm="L2", survival=survival, accuracy=acc, n=len(survival), check=None)
+        return json.dumps(fields)
+
+    shard = tmp_path / "run" / "robustness-white-box.shard-0-of-2.jsonl"
+    shard.write_text(row("EP-CNN [s0]", "clean", "1110") + "\n" + row("EP-CNN [s0]", "attack", "1000", "PGD-l2") + "\n")
+    summary = robustness_summary(pipe)
+    assert summary is not None
+    assert summary["rows"][("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")].values == [25.0]
+    assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932")].images == [4]
+
+
 @pytest.mark.slow
 def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every training stage really runs (tiny sizes), then the report regenerates from the run folder alone."""
