@@ -9,7 +9,8 @@ seed means; "points" are percentage points.
 Items:
 
 1. ``monotone`` -- accuracy does not increase with eps (tolerance ``monotone_tol``).
-2. ``chance`` -- accuracy at the largest eps is near chance (<= 1/classes + ``chance_margin``).
+2. ``chance`` -- accuracy at the largest eps is near chance (<= 1/classes + ``chance_margin``);
+   an attack run at a single eps is not checked (that eps is an operating point, not a large one).
 3. ``blackbox`` -- per image: Square breaks at most ``blackbox_tol`` of the images that every
    pure-gradient attack of the same norm and eps left standing (PGD, or AutoAttack without its
    Square stage; ``standard`` AutoAttack contains Square and does not count as white-box).
@@ -207,6 +208,9 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
     for (model, attack), eps_rows in sorted(grid.items()):
         classes = int(meta[(model, attack)].get("classes", 10))
         top = max(eps_rows)
+        if len([e for e in eps_rows if e > 0]) < 2:  # one eps is a chosen operating point, not a large eps
+            found.append(_finding(model, attack, None, f"eps {top:.4g} is the grid's only eps: no largest eps"))
+            continue
         acc = _mean(list(eps_rows[top].values()))
         limit = 1.0 / classes + th.chance_margin
         found.append(_finding(model, attack, acc <= limit, f"eps {top:.4g}: accuracy {acc:.3f} (limit {limit:.3f})"))

@@ -199,3 +199,13 @@ def test_crossbar_read_noise_is_detected_and_eot_is_at_least_as_strong(digits_te
         out = run_attack(clf, spec, x, y, 0.75, seed=0, eot=eot)
         acc[eot] = float(torch.stack([clf.predict(out.adv) == y for _ in range(4)]).float().mean())
     assert acc[4] <= acc[1]
+
+
+def test_chance_item_asks_only_grids_with_a_largest_eps():
+    base = {"kind": "attack", "model": "m", "seed": 0, "n": 100, "classes": 10, "check": None}
+    one = [{**base, "attack": "probe", "eps": 0.5, "accuracy": 0.4}]  # an operating point: not checked
+    grid = [{**base, "attack": "grid", "eps": e, "accuracy": a} for e, a in ((0.5, 0.4), (2.0, 0.35))]
+    st, it = _status(checklist.evaluate(one), "chance", "m")
+    assert st == {"not checked"} and "only eps" in _details(it, "m")
+    st, it = _status(checklist.evaluate(grid), "chance", "m")
+    assert st == {"FAIL"} and "eps 2: accuracy 0.350" in _details(it, "m")
