@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from ephw.errors import ConfigError
 
 STAGES: tuple[str, ...] = ("train-ep", "baselines", "distill", "robustness", "report")
+"""Stages in the order they run; each needs the models of the stages before it."""
+
 #: The Eq. 8 student of the digital teacher on the ``lava-fixed`` teacher's training subset: what a
 #: student of the Loihi-2 teacher is compared with (same images, only the teacher differs).
 SUBSET_CONTROL = "Distilled BP-CNN (digital teacher, Loihi-2 subset)"
-"""Stages in the order they run; each needs the models of the stages before it."""
 
 
 @dataclass(frozen=True)

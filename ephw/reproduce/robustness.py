@@ -106,9 +106,10 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     from ephw.robustness import shards, survival
     from ephw.robustness.runner import dedupe, read_rows
 
+    parts = dict(_parts(pipe))
     files = [
         (p, path)
-        for p, _ in _parts(pipe)
+        for p in parts
         if (path := results_path(pipe, p)).is_file() or shards.shard_files(path)  # a sharded run: only shard files
     ]
     if not files:
@@ -152,7 +153,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
         if report.is_file():
             rel = f"{pipe.data}/{part}"  # relative to the results page <docs>/<data>.md
             link = f"[{rel}/report.md]({rel}/report.md)"
-            about = next((p.get("about", "") for n, p in _parts(pipe) if n == part), "")
+            about = parts[part].get("about", "")
             text = f"### Part {part}\n\n" + (f"{about.strip()}\n\n" if about else "")
             text += f"Full report (every attack, class-wise, checklist): {link}\n"
             for fig, caption in (
