@@ -156,7 +156,10 @@ def plan(
     Per seed and model: clean, the gradient probe (first seed), the standalone attacks over
     their grids, their checklist reruns (doubled steps / restarts on survivors, transfer and
     warm-started transfer from each surrogate, gradient-mode and EOT sweeps), then the
-    cascade attacks, each on the images every earlier row left standing. ``stochastic``
+    cascade attacks, each on the images every earlier row left standing. A model's rows at the
+    checked eps (``check_eps``) come before its rows at other eps, so a run stopped part-way
+    already holds the headline with its checks; rows at one eps keep their order, and a
+    cascade reads only rows at its own eps. ``stochastic``
     names the models whose predictions are random (EOT sweeps run only for them);
     ``ep_models`` the energy models (gradient-mode sweeps; default: EP checkpoints).
     """
@@ -164,18 +167,20 @@ def plan(
         ep_models = frozenset(m.name for m in cfg.models if _is_ep_spec(m))
     tasks: list[Task] = []
     names = [m.name for m in cfg.models]
+    main = [a for a in cfg.attacks if not a.cascade]
+    rerun = [a for a in main if a.method == "pgd" and (not cfg.checks.check_eps or a.name in cfg.checks.check_eps)]
+    checked = {(a.norm, e) for a in rerun for e in cfg.check_eps(a)}
+    norms = {a.name: a.norm for a in cfg.attacks}
     for i, seed in enumerate(cfg.seeds):
         for m in cfg.models:
             tasks.append(Task("clean", m.name, seed))
             if i == 0 and cfg.checks.zero_grad_images > 0:
                 tasks.append(Task("zero-grad", m.name, seed))
-            main = [a for a in cfg.attacks if not a.cascade]
+            first = len(tasks)
             for a in main:
                 tasks += [Task("attack", m.name, seed, a.name, e) for e in sorted(a.eps)]
             effort = cfg.checks.seeds is None or seed in cfg.checks.seeds  # budgeted reruns
-            for a in main:
-                if a.method != "pgd" or (cfg.checks.check_eps and a.name not in cfg.checks.check_eps):
-                    continue  # reruns only for the attacks check_eps names (when it names any)
+            for a in rerun:  # reruns only for the attacks check_eps names (when it names any)
                 for e in cfg.check_eps(a):
                     if cfg.checks.double_steps and effort:
                         tasks.append(Task("attack", m.name, seed, a.name, e, "double-steps"))
@@ -195,6 +200,7 @@ def plan(
             for a in cfg.attacks:
                 if a.cascade:
                     tasks += [Task("attack", m.name, seed, a.name, e, "cascade") for e in sorted(a.eps)]
+            tasks[first:] = sorted(tasks[first:], key=lambda t: (norms[t.attack], t.eps) not in checked)
         if cfg.corruptions is not None:
             for name in cfg.corruptions.names:
                 for sev in cfg.corruptions.severities:
@@ -265,6 +271,10 @@ class _Runner:
         self._corrupted: dict[tuple, torch.Tensor] = {}
         self._hashes: dict[str, str] = {}
         self.stochastic: set[str] = set()
+        names = [m.name for m in cfg.models]
+        self.surrogates = {  # models whose full-strength adversarials other rows replay
+            s for n in names for w in ("transfer_from", "warm_start_from") for s in cfg.checks.surrogates(w, n, names)
+        }
         self.rows: dict[tuple, dict[str, Any]] = {}
         self.order: dict[tuple, int] = {}
 
@@ -448,12 +458,14 @@ class _Runner:
         if len(sel):
             if "start" in kw:
                 kw["start"] = kw["start"][sel.to(x.device)]
+            # a surrogate runs its PGD in full; any other deterministic model stops at each image's first break
+            kw["deterministic"] = clf.name not in self.stochastic and clf.name not in self.surrogates
             with _grad_mode(clf, arg if kind == "grad" else None):
                 out = run_attack(clf, spec, x[sel], y[sel], task.eps, task.seed, **kw)
                 verdict = self.judge(clf, out.adv, y[sel], out.correct.to(y.device))
             survived[sel] = verdict.pop("survived").cpu()
             notes.update(out.notes)
-            if not check and out.adv is not None:  # a main row's adversarials serve as a surrogate's
+            if not check and out.adv is not None and not kw["deterministic"]:  # a main row's serve as a surrogate's
                 self._surrogate[(task.model, spec.name, float(task.eps), task.seed)] = out.adv
             extra.update(verdict)
         extra["notes"] = notes

@@ -85,6 +85,37 @@ def test_keep_best_never_loses_an_adversarial_and_returns_real_ones(cnn, images)
     assert gained > 0 and best.notes["earlier_iterate"] == gained
 
 
+class _CountingImages(torch.nn.Module):
+    """``module`` unchanged, counting the images it is asked to classify."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.images = module, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.module(x)
+
+
+@pytest.mark.parametrize("norm,eps", [("L2", 0.8), ("Linf", 0.08)])
+def test_deterministic_pgd_stops_at_first_break_with_the_same_verdicts(tiny_cnn, images, norm, eps):
+    """Dropping broken (and clean-misclassified) images from the batch changes the work, not the
+    per-image verdict; what a broken image returns is a misclassified point inside the budget."""
+    x, y = images
+    spec = AttackSpec("pgd", "pgd", norm, (eps,), steps=20, restarts=3)
+    full, fast = Classifier("full", _CountingImages(tiny_cnn)), Classifier("fast", _CountingImages(tiny_cnn))
+    a = run_attack(full, spec, x, y, eps, seed=1)
+    b = run_attack(fast, spec, x, y, eps, seed=1, deterministic=True)
+    assert torch.equal(a.correct, b.correct) and 0 < int(b.correct.sum()) < len(y)
+    # a clean-misclassified image can survive the full run's random start; the ball holds x, so never here
+    assert all(f <= s for f, s in zip(b.notes["survivors"], a.notes["survivors"])) and b.notes["stop_at_first_break"]
+    assert fast.module.images < 0.9 * full.module.images
+    broken = ~b.correct
+    assert (tiny_cnn(b.adv[broken]).argmax(1) != y[broken]).all()
+    d = (b.adv - x).flatten(1)
+    assert float((d.norm(dim=1) if norm == "L2" else d.abs().amax(1)).max()) <= eps * (1 + 1e-4)
+
+
 def test_witness_keeps_the_first_misclassified_query_and_rechecks_it():
     """A scripted 'attack' queries a correct point, an adversarial one, then returns a correct one."""
     from ephw.robustness.attacks import IterateWitness, _pgd_restart

@@ -40,6 +40,15 @@ def _config(**run):
     )
 
 
+def test_plan_runs_a_models_checked_eps_first_and_keeps_each_eps_order():
+    tasks = plan(_config())
+    rows = [t for t in tasks if t.model == "quantised" and t.seed == 0 and t.kind == "attack"]
+    assert [t.eps for t in rows[:5]] == [3.0] * 5 and 3.0 not in [t.eps for t in rows[5:]]
+    assert [t.check for t in rows[:5]] == [None, None, "double-steps", "double-restarts", "transfer:cnn"]
+    for e in (0.5, 1.5):  # rows at one eps: the main attacks in config order
+        assert [t.attack for t in rows if t.eps == e] == ["pgd-l2", "square-l2"]
+
+
 @pytest.fixture(scope="module")
 def obfuscation_run(tmp_path_factory, tiny_cnn):
     out = tmp_path_factory.mktemp("run") / "results.jsonl"
