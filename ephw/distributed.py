@@ -112,9 +112,29 @@ def init(device: str = "cpu") -> World:
     return world()
 
 
-def teardown() -> None:
-    """Leave the process group (if joined)."""
-    if dist.is_available() and dist.is_initialized():
+TEARDOWN_WAIT_S = 120  # how long a finished rank waits at exit for the others (gloo)
+
+
+def teardown(finished: bool = True) -> None:
+    """Leave the process group (if joined).
+
+    ``finished``: this rank ended normally, so it first waits for every other rank (a gloo
+    rank that destroys its group while a peer's last collective is in flight can abort at
+    exit with "terminate called without an active exception"). The wait is bounded on gloo
+    (``monitored_barrier``): a peer that died costs ``TEARDOWN_WAIT_S``, not a hang. A rank
+    that failed leaves at once.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if finished and dist.get_world_size() > 1:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=TEARDOWN_WAIT_S))
+            else:
+                dist.barrier()
+    except RuntimeError as exc:  # a peer is gone: say so and leave anyway
+        print(f"ephw: rank {dist.get_rank()} left without its peers: {str(exc).splitlines()[0]}", file=sys.stderr)
+    finally:
         dist.destroy_process_group()
 
 

@@ -35,11 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.getsignal(signal.SIGTERM)
     install()  # SIGTERM: the same clean shutdown as Ctrl-C
+    finished = False
     try:
         distributed.setup(args)  # under torchrun: join the process group, one device per rank
         if getattr(args, "device", None) is not None:
             resolve_device(args.device)
-        return args.func(args)
+        code = args.func(args)
+        finished = code == 0
+        return code
     except EphwError as exc:
         print(f"ephw: error: {exc}", file=sys.stderr)
         return 2
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ephw: interrupted", file=sys.stderr)
         return 130
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -21,6 +21,7 @@ def main(spec: dict) -> None:
     if spec.get("float64"):
         torch.set_default_dtype(torch.float64)
     distributed.init("cpu")
+    finished = False
     settings = dict(spec["settings"])
     for key in ("lrs", "weight_decays", "layer_weights"):
         if key in settings:
@@ -46,8 +47,9 @@ def main(spec: dict) -> None:
             raise SystemExit(f"unknown trainer {spec['trainer']!r}")
         if distributed.is_main():
             print(json.dumps(metrics, default=str))
+        finished = True
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
 
 
 if __name__ == "__main__":
