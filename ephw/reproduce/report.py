@@ -4,9 +4,12 @@
 ``model.pt`` meta, the robustness results file) and writes ``<docs>/<data>.md`` plus figures, so
 ``ephw reproduce DATA --stage report`` regenerates the page from committed results alone.
 
-A claim's verdict compares two models' seed means with 95 % intervals: a t-interval over seeds,
-or for a single seed measured on ``n`` images the Wilson interval of that one accuracy (what the
-images leave open; the seed-to-seed spread is then unknown and not in it). ``holds`` when the
+A claim's verdict compares two models' seed means with 95 % intervals. An accuracy measured on
+``n`` test images carries two uncertainties: which images (the Wilson interval of the mean
+accuracy over ``n``; every training seed is attacked on the same images, so more seeds do not
+shrink it) and which training seed (a t-interval over seeds); the half-widths add in
+quadrature. With one seed only the first is known (the seed-to-seed spread is then not in
+it); a quantity without images (a speed-up, an agreement) has the t-interval alone. ``holds`` when the
 difference has the claimed sign and the intervals do not overlap, ``does not hold`` when it has the
 other sign and they do not overlap, ``inconclusive`` when they overlap (or neither has an
 interval), ``not measured`` when a number is missing.
@@ -40,8 +43,8 @@ PUBLISHED_CIFAR10: list[tuple[str, str, str]] = [
 class Measure:
     """A quantity over seeds: ``values`` (one per seed, in %).
 
-    ``images``: for an accuracy, the images each value was measured on (same order); with one
-    seed the interval is then that accuracy's Wilson interval over its images.
+    ``images``: for an accuracy, the images each value was measured on (same order); its
+    interval then also holds the Wilson interval of the mean over those images (module doc).
     """
 
     values: list[float]
@@ -53,12 +56,14 @@ class Measure:
 
     @property
     def half(self) -> float:
-        """Half-width of the 95 % interval (%): over seeds, or over one seed's images; ``nan`` if none."""
-        if len(self.values) == 1 and self.images:
-            n = self.images[0]
-            low, high = binomial_ci(round(self.values[0] * n / 100.0), n)
-            return 100.0 * max(self.values[0] / 100.0 - low, high - self.values[0] / 100.0)
-        return mean_ci(self.values)[1]
+        """Half-width of the 95 % interval (%): seeds and images in quadrature (module doc); ``nan`` if none."""
+        seeds = mean_ci(self.values)[1] if len(self.values) > 1 else math.nan
+        if not self.images:
+            return seeds
+        n, p = min(self.images), self.mean / 100.0
+        low, high = binomial_ci(round(p * n), n)
+        images = 100.0 * max(p - low, high - p)
+        return images if math.isnan(seeds) else math.hypot(seeds, images)
 
     def __str__(self) -> str:
         if not self.values:
@@ -68,6 +73,8 @@ class Measure:
             return f"{mean:.1f}"
         if len(self.values) == 1:
             return f"{mean:.1f} ± {half:.1f} (1 seed, {self.images[0]} images)"
+        if self.images:
+            return f"{mean:.1f} ± {half:.1f} ({len(self.values)} seeds, {min(self.images)} images)"
         return f"{mean:.1f} ± {half:.1f} (n={len(self.values)})"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ephw.reproduce.plan import build_plan
 from ephw.reproduce.report import Measure, keeps, verdict, write_results_page
 
@@ -21,6 +23,17 @@ def test_verdict_rule() -> None:
     assert str(Measure([10.0], [100])) == "10.0 ± 7.4 (1 seed, 100 images)"  # the longer side of 5.5 .. 17.4
     assert verdict(None, low) == "not measured"
     assert keeps(low, high) == "does not hold" and keeps(near, high).startswith("holds")
+
+
+def test_seeds_on_the_same_images_keep_the_images_uncertainty() -> None:
+    """Three seeds that agree exactly still leave open which 100 images were drawn."""
+    same = Measure([15.0, 15.0, 15.0], [100, 100, 100])
+    one = Measure([15.0], [100])
+    assert same.half == pytest.approx(one.half) and same.half > 5
+    assert str(same) == f"15.0 ± {one.half:.1f} (3 seeds, 100 images)"
+    spread = Measure([10.0, 15.0, 20.0], [100] * 3)
+    assert spread.half == pytest.approx((Measure([10.0, 15.0, 20.0]).half ** 2 + one.half**2) ** 0.5)
+    assert verdict(same, Measure([5.0, 3.0, 7.0], [100] * 3)).startswith("inconclusive")
 
 
 def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
