@@ -3,6 +3,7 @@
 ``BACKENDS`` maps names to classes; each backend lives in its own module.
 """
 
+from ephw.backends.adaptive_sor import AdaptiveSOR
 from ephw.backends.anderson import Anderson
 from ephw.backends.asynchronous import SOR, Async
 from ephw.backends.base import Backend, IterativeBackend, SettleResult
@@ -15,12 +16,14 @@ from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL, settle
 register(Euler)
 register(Async)
 register(SOR)
+register(AdaptiveSOR)
 register(Anderson)
 register(Crossbar)
 register(Lava)
 register(LavaFixed)
 
 __all__ = [
+    "AdaptiveSOR",
     "Anderson",
     "BACKENDS",
     "DEFAULT_STEPS",

@@ -79,7 +79,7 @@ def bench_context(config: str, batch: int, device: torch.device, source: str) ->
 
 
 #: the solvers ``ephw bench settle`` times to ``tol`` by default (every digital iterative backend)
-SOLVERS = ("euler", "async", "sor", "anderson")
+SOLVERS = ("euler", "async", "sor", "asor", "anderson")
 
 
 def bench_settle(

@@ -1,4 +1,4 @@
-"""Accelerated solvers (sor, anderson) and the cached async sweep: same fixed points, both phases."""
+"""Accelerated solvers (sor, asor, anderson) and the cached async sweep: same fixed points, both phases."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class UncachedAsync(IterativeBackend):
         return new, energy
 
 
-@pytest.mark.parametrize("backend", ["sor", "anderson"])
+@pytest.mark.parametrize("backend", ["sor", "asor", "anderson"])
 @pytest.mark.parametrize("output,activation", MODES)
 @pytest.mark.parametrize("beta", [0.0, 0.5, -0.5])
 def test_accelerated_solvers_reach_the_fixed_point(net_factory, batch_factory, backend, output, activation, beta):
@@ -86,9 +86,9 @@ def test_accelerated_solvers_need_fewer_sweeps(net_factory, batch_factory):
     x, _ = batch_factory(n=16)
     steps = {
         b: settle(net, x, b, steps=3000, tol=1e-10).steps_per_sample.float().mean()
-        for b in ("async", "sor", "anderson")
+        for b in ("async", "sor", "asor", "anderson")
     }
-    assert steps["sor"] < steps["async"] and steps["anderson"] < steps["async"]
+    assert all(steps[b] < steps["async"] for b in ("sor", "asor", "anderson"))
 
 
 def test_solver_options_are_checked():
@@ -96,6 +96,8 @@ def test_solver_options_are_checked():
         get_backend("sor", omega=2.5)
     with pytest.raises(BackendError, match="m must"):
         get_backend("anderson", m=0)
+    with pytest.raises(BackendError, match="omega_max"):
+        get_backend("asor", omega_max=2.0)
     with pytest.raises(BackendError, match="dtype"):
         get_backend("async", dtype="int8")
     assert get_backend("sor", dtype="bfloat16").name == "sor@bfloat16"
@@ -119,10 +121,26 @@ def test_low_precision_settle_meets_tol_in_fp32(net_factory, batch_factory, back
         assert (sample_differences(res.states, ref.states) < 1e-4).float().mean() >= 0.75
 
 
-@pytest.mark.parametrize("backend", ["euler", "async", "sor", "anderson"])
+@pytest.mark.parametrize("backend", ["euler", "async", "sor", "asor", "anderson"])
 def test_settle_works_under_autocast(net_factory, batch_factory, backend):
     net = net_factory("softmax", "laborieux", init_scale=2.0).float()
     x, y = batch_factory(n=8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         res = settle(net, x.float(), backend, steps=500, tol=1e-2, beta=0.5, target=y)
     assert bool(res.converged.all()) and res.states[0].dtype == torch.float32
+
+
+def test_asor_sweeps_plainly_until_the_rate_is_steady_then_over_relaxes(net_factory, batch_factory):
+    """Its first sweeps are async's exactly; later, per sample, omega from Young's formula (> 1)."""
+    net = net_factory("softmax", "laborieux", init_scale=2.0)
+    x, _ = batch_factory(n=16)
+    a = settle(net, x, "async", steps=4, tol=None)
+    b = settle(net, x, "asor", steps=4, tol=None)  # steady needs 3 ratios: 4 sweeps are plain
+    assert all(torch.equal(p, q) for p, q in zip(a.states, b.states))
+    solver = get_backend("asor")
+    carry = solver.start(net, x, net.zeros(x), 0.0, None, net.digital)
+    states = net.zeros(x)
+    for _ in range(60):
+        adv = solver.advance(net, x, states, 0.0, None, net.digital, carry)
+        states, carry = adv.states, adv.carry
+    assert bool((carry.omega > 1.0).any()) and bool((carry.omega <= solver.omega_max).all())

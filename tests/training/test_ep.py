@@ -62,7 +62,7 @@ def test_ep_gradient_matches_implicit_gradient(net_factory, batch_factory, outpu
         assert cos >= 0.999, f"layer {i}: cosine {cos:.6f}"
 
 
-@pytest.mark.parametrize("backend,output", [("sor", "softmax"), ("anderson", "mse")])
+@pytest.mark.parametrize("backend,output", [("sor", "softmax"), ("asor", "softmax"), ("anderson", "mse")])
 def test_ep_gradient_matches_implicit_gradient_with_accelerated_solvers(net_factory, batch_factory, backend, output):
     net = net_factory(output, "laborieux", seed=0)
     x, y = batch_factory(n=8, seed=0)
