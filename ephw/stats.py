@@ -24,6 +24,23 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return mean, float(half)
 
 
+def accuracy_ci(values: Sequence[float], images: int | None = None, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of an accuracy measured once per seed (fractions in ``[0, 1]``).
+
+    Two uncertainties, added in quadrature: which training seed (the t-interval over
+    ``values``, :func:`mean_ci`; none for one value) and, when ``images`` (per seed) is given,
+    which test images (the longer side of the Wilson interval of the mean accuracy over
+    ``images``: every seed is measured on the same images, so more seeds do not shrink it).
+    ``nan`` when neither is known.
+    """
+    mean, seeds = mean_ci(values, level)
+    if not images:
+        return mean, seeds
+    low, high = binomial_ci(round(min(max(mean, 0.0), 1.0) * images), images, level)
+    part = max(mean - low, high - mean)
+    return mean, part if math.isnan(seeds) else math.hypot(seeds, part)
+
+
 def binomial_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval ``(low, high)`` of a proportion ``correct / n`` (fractions in ``[0, 1]``).
 

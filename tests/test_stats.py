@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
-from ephw.stats import binomial_ci, mean_ci
+from ephw.stats import accuracy_ci, binomial_ci, mean_ci
 
 
 def test_known_values():
@@ -43,3 +44,13 @@ def test_wilson_coverage_is_at_least_about_95_percent():
         low, high = binomial_ci(k, 100)
         hits += low <= 0.1 <= high
     assert 0.93 < hits / 2000 < 0.99
+
+
+def test_accuracy_ci_adds_the_images_wilson_interval_to_the_seeds_spread():
+    wilson = scipy.stats.binomtest(15, 100).proportion_ci(method="wilson")
+    one = max(0.15 - wilson.low, wilson.high - 0.15)
+    assert accuracy_ci([0.15], 100)[1] == pytest.approx(one, rel=1e-6)
+    assert accuracy_ci([0.15, 0.15, 0.15], 100)[1] == pytest.approx(one, rel=1e-6)  # same images: not shrunk
+    seeds = mean_ci([0.1, 0.15, 0.2])[1]
+    assert accuracy_ci([0.1, 0.15, 0.2], 100)[1] == pytest.approx(math.hypot(seeds, one), rel=1e-6)
+    assert accuracy_ci([0.1, 0.15, 0.2])[1] == seeds and math.isnan(accuracy_ci([0.15])[1])

@@ -118,8 +118,9 @@ class Pipeline:
     def write_report(self) -> Path:
         """Regenerate the results page from the run directory (models' meta, robustness results)."""
         from ephw.reproduce.report import write_results_page
-        from ephw.reproduce.robustness import robustness_summary
+        from ephw.reproduce.robustness import robustness_summary, write_part_reports
 
+        write_part_reports(self)
         return write_results_page(self.data, self.steps, self.run_dir, self.docs_dir, robustness_summary(self))
 
     # ------------------------------------------------------------------ steps

@@ -28,7 +28,7 @@ from typing import Any
 from ephw.checkpoint import read_meta
 from ephw.outputs import atomic_write
 from ephw.reproduce.plan import SUBSET_CONTROL, Step
-from ephw.stats import binomial_ci, mean_ci
+from ephw.stats import accuracy_ci, mean_ci
 
 #: The published CIFAR-10 numbers of lanl/AdvEP (Mansingh et al. 2024) the page is set against (%).
 PUBLISHED_CIFAR10: list[tuple[str, str, str]] = [
@@ -57,13 +57,9 @@ class Measure:
     @property
     def half(self) -> float:
         """Half-width of the 95 % interval (%): seeds and images in quadrature (module doc); ``nan`` if none."""
-        seeds = mean_ci(self.values)[1] if len(self.values) > 1 else math.nan
         if not self.images:
-            return seeds
-        n, p = min(self.images), self.mean / 100.0
-        low, high = binomial_ci(round(p * n), n)
-        images = 100.0 * max(p - low, high - p)
-        return images if math.isnan(seeds) else math.hypot(seeds, images)
+            return mean_ci(self.values)[1]
+        return 100.0 * accuracy_ci([v / 100.0 for v in self.values], min(self.images))[1]
 
     def __str__(self) -> str:
         if not self.values:

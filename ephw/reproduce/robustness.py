@@ -101,6 +101,24 @@ def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[P
     return outs
 
 
+def write_part_reports(pipe: Pipeline) -> list[Path]:
+    """Each part's report (every attack, class-wise tables, figures, checklist) from its results so far.
+
+    The robustness stage writes a part's report when its grid is done; the report stage
+    rewrites every part's from the committed results, finished or not (a sharded or stopped run).
+    """
+    from ephw.robustness import shards
+    from ephw.robustness.report import write_report
+
+    written = []
+    for part, _ in _parts(pipe):
+        out = results_path(pipe, part)
+        if out.is_file() or shards.shard_files(out):
+            write_report(out, pipe.docs_dir / pipe.data / part)
+            written.append(out)
+    return written
+
+
 def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     """Measures per (model family, label) from the results files, for the verdicts; ``None`` if none ran."""
     from ephw.robustness import shards, survival

@@ -3,8 +3,8 @@
 * ``report.md`` -- the obfuscation checklist first (failed items flagged), then the headline:
   the **worst case per image** over every attack run at each norm and eps (an image counts as
   robust only if it survived all of them), then every attack and rerun side by side at each
-  check eps, clean accuracy, robust accuracy per attack and eps (mean +- 95% CI over seeds, Student t via
-  :func:`ephw.stats.mean_ci`), the checklist reruns, corruption accuracy and a class-wise
+  check eps, clean accuracy, robust accuracy per attack and eps (mean +- 95% CI over seeds and test images,
+  :func:`ephw.stats.accuracy_ci`), the checklist reruns, corruption accuracy and a class-wise
   robust-accuracy table (the seed paper's proposed future work).
 * ``attacks.png`` -- first one "worst case per image" panel per norm, then one panel per attack
   (the paper's Fig. 1): accuracy vs eps on a log axis, one line per model, 95% CI bands.
@@ -25,16 +25,13 @@ from ephw.errors import InputError
 from ephw.outputs import atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
 from ephw.robustness.runner import dedupe, read_rows, write_json_atomic
-from ephw.stats import mean_ci
+from ephw.stats import accuracy_ci, mean_ci
 
 
-def _ci(values: list[float]) -> tuple[float, float]:
-    return mean_ci(values)
-
-
-def _fmt(values: list[float]) -> str:
-    """``"93.5 ± 1.2"`` in percent (``± n/a`` for one seed)."""
-    mean, half = _ci(values)
+def _fmt(values: list[float], images: int | None = None) -> str:
+    """``"93.5 ± 1.2"`` in percent: the 95 % interval over seeds and, given ``images`` per seed,
+    over the test images (:func:`ephw.stats.accuracy_ci`); ``± n/a`` for one seed without images."""
+    mean, half = accuracy_ci(values, images)
     spread = "n/a" if math.isnan(half) else f"{100 * half:.1f}"
     return f"{100 * mean:.1f} ± {spread}"
 
@@ -76,11 +73,13 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
     label = {m: m + (" ⚠" if m in suspect else "") for m in models}
     first = rows[0]
     seeds = sorted({r["seed"] for r in rows})
+    n = max((int(r["n"]) for r in rows if r["kind"] == "clean"), default=None)  # test images per seed
     out = [
         "# Robustness report",
         "",
         f"Data: {first['data']}, {first['n']} test images per seed, seeds {seeds}. "
-        "Accuracies in %, mean ± half-width of the 95% confidence interval over seeds (Student t).",
+        "Accuracies in %, mean ± half-width of the 95% confidence interval: over seeds (Student t) and over "
+        "the test images (Wilson), added in quadrature.",
         "",
     ]
     info = []
@@ -106,7 +105,7 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         body.append([it["title"], status, detail])
     out += _table(["item", "status", "details"], body) + [""]
 
-    out += _worst_case_tables(rows, models, label)
+    out += _worst_case_tables(rows, models, label, n)
 
     clean = defaultdict(list)
     for r in rows:
@@ -114,7 +113,7 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
             clean[r["model"]].append(float(r["accuracy"]))
     if clean:
         out += ["## Clean accuracy", ""]
-        out += _table(["model", "accuracy"], [[label[m], _fmt(clean[m])] for m in models if clean[m]]) + [""]
+        out += _table(["model", "accuracy"], [[label[m], _fmt(clean[m], n)] for m in models if clean[m]]) + [""]
 
     cur = curves(rows)
     if figures.get("attacks"):
@@ -125,7 +124,7 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         r0 = next(r for r in rows if r.get("attack") == a and r["kind"] == "attack")
         out += [f"### {a} ({r0.get('method')}, {r0.get('norm')})", ""]
         eps_all = sorted({e for m in cur[a] for e in cur[a][m]})
-        body = [[f"{e:.4g}"] + [_fmt(cur[a][m][e]) if cur[a][m].get(e) else "-" for m in models] for e in eps_all]
+        body = [[f"{e:.4g}"] + [_fmt(cur[a][m][e], n) if cur[a][m].get(e) else "-" for m in models] for e in eps_all]
         out += _table(["eps"] + [label[m] for m in models], body) + [""]
         secs = defaultdict(float)
         for r in rows:
@@ -148,12 +147,12 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         for (m, a, c, e, s), accs in sorted(groups.items()):
             base = cur.get(a, {}).get(m, {}).get(float(e), [])
             what = _rerun_label(c)
-            body.append([label[m], a, what, f"{e:.4g}", _fmt(accs), _fmt(base) if base else "-"])
+            body.append([label[m], a, what, f"{e:.4g}", _fmt(accs, n), _fmt(base, n) if base else "-"])
         out += _table(["model", "attack", "rerun", "eps", "rerun accuracy", "white-box accuracy"], body) + [""]
 
     corr = [r for r in rows if r["kind"] == "corruption"]
     if corr:
-        out += _corruption_tables(corr, models, label, figures)
+        out += _corruption_tables(corr, models, label, figures, n)
     out += _classwise(rows, models, label, cur)
     return "\n".join(out) + "\n"
 
@@ -171,7 +170,7 @@ def _rerun_label(check: str) -> str:
     }.get(kind, check)
 
 
-def _worst_case_tables(rows, models, label) -> list[str]:
+def _worst_case_tables(rows, models, label, n: int | None = None) -> list[str]:
     """The headline (worst case per image) and, at each eps with reruns, every attack side by side."""
     wc = worst_curves(rows)
     if not wc:
@@ -186,7 +185,9 @@ def _worst_case_tables(rows, models, label) -> list[str]:
     ]
     for norm in sorted(wc):
         eps_all = sorted({e for m in wc[norm] for e in wc[norm][m]})
-        body = [[f"{e:.4g}"] + [_fmt(wc[norm][m][e]) if wc[norm][m].get(e) else "-" for m in models] for e in eps_all]
+        body = [
+            [f"{e:.4g}"] + [_fmt(wc[norm][m][e], n) if wc[norm][m].get(e) else "-" for m in models] for e in eps_all
+        ]
         out += [f"### {norm}", ""] + _table(["eps"] + [label[m] for m in models], body) + [""]
     # every attack at each eps that has reruns
     groups: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -196,10 +197,12 @@ def _worst_case_tables(rows, models, label) -> list[str]:
     for (norm, eps), by_label in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if len(by_label) < 2:
             continue
-        body = [[lab] + [_fmt(by_label[lab][m]) if by_label[lab].get(m) else "-" for m in models] for lab in by_label]
+        body = [
+            [lab] + [_fmt(by_label[lab][m], n) if by_label[lab].get(m) else "-" for m in models] for lab in by_label
+        ]
         body.append(
             ["**worst case per image**"]
-            + [_fmt(wc[norm][m][eps]) if wc.get(norm, {}).get(m, {}).get(eps) else "-" for m in models]
+            + [_fmt(wc[norm][m][eps], n) if wc.get(norm, {}).get(m, {}).get(eps) else "-" for m in models]
         )
         out += [
             f"### Every attack at {norm} eps {eps:.4g}",
@@ -229,7 +232,7 @@ def _cost(rows) -> dict[str, dict[str, str]]:
     return {lab: {m: f"{secs[lab][m] / imgs[lab][m]:.3g}" if imgs[lab][m] else "-" for m in secs[lab]} for lab in secs}
 
 
-def _corruption_tables(corr, models, label, figures) -> list[str]:
+def _corruption_tables(corr, models, label, figures, n: int | None = None) -> list[str]:
     table = corr[0].get("table", "?")
     out = [
         "## Natural corruptions",
@@ -247,9 +250,9 @@ def _corruption_tables(corr, models, label, figures) -> list[str]:
     names = _order(corr, "attack")
 
     def cell(d) -> str:
-        return _fmt([sum(v) / len(v) for v in d.values()]) if d else "-"
+        return _fmt([sum(v) / len(v) for v in d.values()], n) if d else "-"
 
-    body = [[n] + [cell(by.get((m, n), {})) for m in models] for n in names]
+    body = [[name] + [cell(by.get((m, name), {})) for m in models] for name in names]
     body.append(["**mean**"] + [cell(_pool(by, m, names)) for m in models])
     out += _table(["corruption"] + [label[m] for m in models], body) + [""]
     levels = sorted({int(r["eps"]) for r in corr})
@@ -325,7 +328,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
             if not pts:
                 continue
             eps = [e for e, _ in pts]
-            stats = [_ci(v) for _, v in pts]
+            stats = [mean_ci(v) for _, v in pts]
             mean = [100 * s[0] for s in stats]
             half = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
             name = m + (" ⚠" if m in suspect else "")
@@ -371,13 +374,15 @@ def _plot_corruptions(rows, path: Path, suspect: set[str]) -> bool:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / len(models)
     for i, m in enumerate(models):
-        stats = [_ci([sum(v) / len(v) for v in by[(m, n)].values()]) if by[(m, n)] else (math.nan, 0) for n in names]
+        stats = [
+            mean_ci([sum(v) / len(v) for v in by[(m, n)].values()]) if by[(m, n)] else (math.nan, 0) for n in names
+        ]
         mean = [100 * s[0] for s in stats]
         err = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
         xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(names))]
         ax.bar(xs, mean, width, yerr=err, capsize=2, label=m + (" ⚠" if m in suspect else ""))
         levels = sorted({s for (mm, s) in sev if mm == m})
-        st = [_ci([sum(v) / len(v) for v in sev[(m, s)].values()]) for s in levels]
+        st = [mean_ci([sum(v) / len(v) for v in sev[(m, s)].values()]) for s in levels]
         ax2.errorbar(
             levels,
             [100 * s[0] for s in st],

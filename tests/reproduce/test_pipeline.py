@@ -190,16 +190,19 @@ def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_p
 
 
 def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
-    """A part computed only as shards (no plain results file) still reaches the verdicts."""
-    from ephw.reproduce.robustness import robustness_summary
+    """A part computed only as shards (no plain results file) still reaches the verdicts and its report."""
+    from ephw.reproduce.robustness import robustness_summary, write_part_reports
 
-    pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run", docs_dir=tmp_path / "docs")
     (tmp_path / "run").mkdir()
 
     def row(model: str, kind: str, survival: str, attack: str | None = None) -> str:
         acc = survival.count("1") / len(survival)
         fields = {"kind": kind, "model": model, "attack": attack, "eps": 0.4932 if attack else 0.0, "seed": 0}
-        fields.update(norm="L2", survival=survival, accuracy=acc, n=len(survival), check=None)
+        fields.update(norm="L2", survival=survival, accuracy=acc, n=len(survival), check=None, data="cifar10")
+        per_class = [survival[c::2].count("1") for c in (0, 1)]  # images alternate classes 0 and 1
+        fields.update(classes=2, correct=sum(per_class), per_class_correct=per_class, seconds=1.0)
+        fields.update(per_class_total=[len(survival[c::2]) for c in (0, 1)])
         return json.dumps(fields)
 
     shard = tmp_path / "run" / "robustness-white-box.shard-0-of-2.jsonl"
@@ -208,6 +211,8 @@ def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
     assert summary is not None
     assert summary["rows"][("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")].values == [25.0]
     assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932")].images == [4]
+    assert write_part_reports(pipe) == [tmp_path / "run" / "robustness-white-box.jsonl"]
+    assert "EP-CNN [s0]" in (tmp_path / "docs" / "cifar10" / "white-box" / "report.md").read_text()
 
 
 @pytest.mark.slow
