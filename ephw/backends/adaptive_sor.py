@@ -97,19 +97,7 @@ class AdaptiveSOR(Async):
         carry: RateCarry | None,
     ) -> Advance:
         c = carry if carry is not None else self.start(net, x, states, beta, target, ops)
-        terms = c.terms
-        omegas = [c.omega.view(-1, *([1] * (s.dim() - 1))) for s in states]
-        new = list(states)
-        energy = None
-        for parity in (0, 1):
-            layers = range(parity, net.n_states, 2)
-            drives = [terms.drive(i, beta, target) for i in layers]
-            if energy is None:
-                energy = net.self_energy(states) - terms.phi(beta, target)
-            for i, u in zip(layers, drives):
-                s = new[i]
-                new[i] = (s + omegas[i] * (net.activation(u) - s)).clamp_(0.0, 1.0)
-            terms.update(new, layers)
+        new, energy = self.sweep(net, states, beta, target, c.terms, c.omega)
         r = max_abs_change(new, states) / c.omega
         self._adapt(c, r)
         return Advance(new, energy, c, r)

@@ -18,6 +18,7 @@ conv per layer per sweep, as in a synchronous step.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ephw.backends.base import Advance, IterativeBackend
@@ -58,6 +59,20 @@ class Async(IterativeBackend):
     ) -> Advance:
         """One sweep; ``carry`` holds the forward terms at ``states`` (stale ones are recomputed)."""
         terms = carry if carry is not None else self.start(net, x, states, beta, target, ops)
+        new, energy = self.sweep(net, states, beta, target, terms)
+        return Advance(new, energy, terms)
+
+    def sweep(
+        self,
+        net: EnergyModel,
+        states: States,
+        beta: float,
+        target: Tensor | None,
+        terms: SynapseTerms,
+        omega: Tensor | None = None,
+    ) -> tuple[States, Tensor]:
+        """The odd layers, then the even ones, from ``terms`` (kept current); the new states and
+        the ``(B,)`` energy at ``states``. ``omega`` ``(B,)``: per-sample relaxation (default :attr:`omega`)."""
         new = list(states)
         energy = None
         for parity in (0, 1):  # 0-based index 0 is s^1, an odd layer
@@ -66,9 +81,9 @@ class Async(IterativeBackend):
             if energy is None:
                 energy = net.self_energy(states) - terms.phi(beta, target)
             for i, u in zip(layers, drives):
-                new[i] = self.relax(net, new[i], u)
+                new[i] = self.relax(net, new[i], u, omega)
             terms.update(new, layers)
-        return Advance(new, energy, terms)
+        return new, energy
 
     def energy(
         self,
@@ -86,12 +101,16 @@ class Async(IterativeBackend):
             return super().energy(net, x, states, beta, target, ops, carry, which)
         return (net.self_energy(states) - carry.phi(beta, target))[which]
 
-    def relax(self, net: EnergyModel, s: Tensor, drive: Tensor) -> Tensor:
-        """The half-step update of one layer: ``sigma(drive)`` (over-relaxed when ``omega != 1``)."""
+    def relax(self, net: EnergyModel, s: Tensor, drive: Tensor, omega: Tensor | None = None) -> Tensor:
+        """The half-step update of one layer: ``sigma(drive)``, over-relaxed by :attr:`omega` or
+        by the per-sample ``omega`` ``(B,)`` when given."""
         target = net.activation(drive)
-        if self.omega == 1.0:
-            return target
-        return (s + self.omega * (target - s)).clamp_(0.0, 1.0)
+        if omega is None:
+            if self.omega == 1.0:
+                return target
+            return (s + self.omega * (target - s)).clamp_(0.0, 1.0)
+        w = omega.view(-1, *([1] * (s.dim() - 1)))
+        return torch.where(w == 1.0, target, (s + w * (target - s)).clamp_(0.0, 1.0))  # omega 1: exactly async
 
 
 class SOR(Async):
