@@ -96,8 +96,11 @@ def bench_settle(
     overhead_steps: int = 20,
     settle_repeats: int = 1,
     differ_above: float | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Step costs and time to ``tol`` of every solver, against an autograd reference, in one run.
+
+    ``options``: per solver name, its constructor options (``--set sor.omega=1.6``), named in its row.
 
     Step costs (medians of ``repeats`` interleaved calls, at states 5 euler steps from zero):
     ephw's euler step, an async sweep in the settle loop's steady state (cached terms), and the
@@ -156,10 +159,14 @@ def bench_settle(
     )
     ref_seconds = reference_steps * times["autograd_nchw"]
     runs = [(name, None) for name in solvers] + [(name, dt) for dt in dtypes for name in solvers if name != "euler"]
-    results = {key: settle(net, x, key[0], steps=max_steps, tol=tol, dtype=key[1]) for key in runs}
+    options = options or {}
+    results = {key: _settler(net, x, key, max_steps, tol, options)() for key in runs}
     if settle_repeats > 0:
         settle_times = time_interleaved(
-            {key: _settler(net, x, key, max_steps, tol) for key in runs}, repeats=settle_repeats, warmup=0, device=dev
+            {key: _settler(net, x, key, max_steps, tol, options) for key in runs},
+            repeats=settle_repeats,
+            warmup=0,
+            device=dev,
         )
     else:  # no warm-up: the single run's own time
         settle_times = {key: r.seconds for key, r in results.items()}
@@ -167,7 +174,7 @@ def bench_settle(
     rows = []
     for (name, dt), r in results.items():
         row = {
-            "solver": r.backend,
+            "solver": r.backend + "".join(f" {k}={v}" for k, v in sorted(options.get(name, {}).items())),
             "steps_mean": float(r.steps_per_sample.float().mean()),
             "steps_max": int(r.steps_per_sample.max()),
             "converged_fraction": r.converged_fraction,
@@ -232,8 +239,10 @@ def bare_steps(
     return run
 
 
-def _settler(net: EnergyModel, x: Tensor, key: tuple[str, str | None], steps: int, tol: float) -> Any:
-    return lambda: settle(net, x, key[0], steps=steps, tol=tol, dtype=key[1])
+def _settler(
+    net: EnergyModel, x: Tensor, key: tuple[str, str | None], steps: int, tol: float, options: dict[str, dict[str, Any]]
+) -> Any:
+    return lambda: settle(net, x, key[0], steps=steps, tol=tol, dtype=key[1], **options.get(key[0], {}))
 
 
 def bench_backend_steps(

@@ -217,6 +217,7 @@ def run_bench_settle(args: argparse.Namespace) -> int:
             print_table(r["rows"], ["backend", "step_ms", "ratio_to_reference"])
         return 0
     args.config = args.config or "paper"
+    solvers = tuple(parse_backends(args.solvers))
     r = bench_settle(
         args.config,
         args.batch,
@@ -224,10 +225,11 @@ def run_bench_settle(args: argparse.Namespace) -> int:
         tol=args.tol,
         max_steps=args.max_steps,
         device=args.device,
-        solvers=tuple(parse_backends(args.solvers)),
+        solvers=solvers,
         dtypes=tuple(d.strip() for d in args.dtypes.split(",") if d.strip()),
         reference_steps=args.reference_steps,
         settle_repeats=args.settle_repeats,
+        options=backend_options(args, used=solvers),
     )
     if args.json:
         print(json.dumps(r))

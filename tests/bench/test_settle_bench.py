@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -73,3 +75,13 @@ def test_bench_train_on_a_trained_checkpoint_agrees_with_the_reference_gradient(
     assert r["model"].startswith("checkpoint digits-ep") and r["ephw_converged_fraction"] == 1.0
     # the trained digits model settles within Laborieux's 250/30 steps, so "both converged" has samples
     assert r["gradient_samples"] >= 3 and r["gradient_cosine"] > 0.99
+
+
+def test_bench_settle_takes_solver_options_from_set(capsys):
+    from ephw.cli.main import main
+
+    argv = ["bench", "settle", "--config", "digits", "--batch", "8", "--repeats", "1", "--dtypes", ""]
+    assert main([*argv, "--solvers", "async,sor", "--set", "sor.omega=1.4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["solver"] for r in rows] == ["async", "sor omega=1.4"]
+    assert main([*argv, "--solvers", "async", "--set", "sor.omega=1.4"]) == 2  # an option for a solver not run
