@@ -7,7 +7,7 @@
   :func:`ephw.stats.accuracy_ci`), the checklist reruns, corruption accuracy and a class-wise
   robust-accuracy table (the seed paper's proposed future work).
 * ``attacks.png`` -- first one "worst case per image" panel per norm, then one panel per attack
-  (the paper's Fig. 1): accuracy vs eps on a log axis, one line per model, 95% CI bands.
+  (the paper's Fig. 1): accuracy vs eps on a log axis, one line per model, 95% CI bands (seeds and images).
 
 Rows with the same key (two runs appended to one file) are counted once: the first is kept
 and every dropped duplicate is named in a warning and in the report.
@@ -320,6 +320,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
     if not attacks:
         return False
     models = _order(rows, "model")
+    n = max((int(r["n"]) for r in rows if r["kind"] == "clean"), default=None)  # test images per seed
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, a, letter in zip(axes[0], attacks, "abcdefghij"):
@@ -328,7 +329,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
             if not pts:
                 continue
             eps = [e for e, _ in pts]
-            stats = [mean_ci(v) for _, v in pts]
+            stats = [accuracy_ci(v, n) for _, v in pts]
             mean = [100 * s[0] for s in stats]
             half = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
             name = m + (" ⚠" if m in suspect else "")
@@ -348,7 +349,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
         ax.set_title(f"{letter}) {a}", fontweight="bold" if a.startswith("worst case") else "normal")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.suptitle("Accuracy vs ε (bands: 95% CI over seeds)", fontsize=10)
+    fig.suptitle("Accuracy vs ε (bands: 95% CI over seeds and test images)", fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
     plt.close(fig)
