@@ -136,8 +136,10 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     images: dict[tuple[str, str], list[int]] = defaultdict(list)  # per value: the images it was measured on
     labels: list[str] = []
     markdown = []
+    incomplete: list[str] = []
     for part, path in files:
         rows, _ = dedupe(shards.read_all(path, read_rows))
+        pending = pending_attacks(pipe, part, rows)
         corrupted: dict[tuple[str, str, int], list[float]] = defaultdict(list)
         for row in rows:
             m = _FAMILY.match(str(row.get("model", "")))
@@ -158,11 +160,15 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if label not in labels:
                 labels.append(label)
             values[(family, label)].append(sum(accs) / len(accs))
-        for (model, norm, eps, _seed), wc in survival.worst_case(rows).items():
+        for (model, norm, eps, seed), wc in survival.worst_case(rows).items():
             m = _FAMILY.match(str(model))
             if m is None:
                 continue
             label = f"worst case per image, {norm} ε={float(eps):.4g} ({part})"
+            left = pending.get((model, norm, round(float(eps), 9), int(seed)), 0)
+            if left:  # fewer attacks than planned: only an upper bound, and it would flatter the model
+                incomplete.append(f"{model}, {norm} ε={float(eps):.4g} ({part}): {left} attack rows still to run")
+                continue
             if label not in labels:
                 labels.append(label)
             values[(m["family"], label)].append(100.0 * float(wc["accuracy"]))
@@ -182,7 +188,36 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
                     text += f"\n![{part}: {caption}]({rel}/{fig}.png)\n"
             markdown.append(text)
     rows = {k: Measure(v, images.get(k) if len(images.get(k, [])) == len(v) else None) for k, v in values.items()}
+    if incomplete:
+        markdown.insert(
+            0,
+            "Worst cases per image not reported yet (their run stopped before every planned attack at that ε; "
+            "a worst case over fewer attacks is only an upper bound):\n\n" + "".join(f"- {i}\n" for i in incomplete),
+        )
     return {"rows": rows, "labels": labels, "markdown": "\n".join(markdown)}
+
+
+def pending_attacks(pipe: Pipeline, part: str, rows: list[dict[str, Any]]) -> dict[tuple, int]:
+    """``(model, norm, eps, seed) -> `` the part's planned attack rows not in ``rows`` yet.
+
+    The plan is the one the part last ran (``robustness-<part>.json`` in the run directory);
+    without it nothing is known to be missing.
+    """
+    from ephw.robustness.config import config_from_dict
+    from ephw.robustness.runner import plan, row_key
+
+    saved = pipe.run_dir / f"robustness-{part}.json"
+    if not saved.is_file():
+        return {}
+    cfg = config_from_dict(json.loads(saved.read_text()))
+    stochastic = frozenset(r["model"] for r in rows if r.get("kind") == "clean" and r.get("stochastic"))
+    done = {row_key(r) for r in rows}
+    norms = {a.name: a.norm for a in cfg.attacks}
+    pending: dict[tuple, int] = defaultdict(int)
+    for t in plan(cfg, stochastic):
+        if t.kind == "attack" and t.key not in done:
+            pending[(t.model, norms[t.attack], round(float(t.eps), 9), t.seed)] += 1
+    return pending
 
 
 def _parts(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:

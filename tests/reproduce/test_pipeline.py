@@ -215,6 +215,33 @@ def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
     assert "EP-CNN [s0]" in (tmp_path / "docs" / "cifar10" / "white-box" / "report.md").read_text()
 
 
+def test_a_worst_case_over_fewer_attacks_than_planned_is_not_reported(tmp_path: Path) -> None:
+    """The part's saved plan has a cascade still to run: the partial worst case (an upper bound) is held back."""
+    from ephw.reproduce.robustness import robustness_summary
+
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    pgd = {"name": "PGD-l2", "method": "pgd", "norm": "L2", "eps": [0.4932], "restarts": 1}
+    square = {"name": "Square-l2", "method": "square", "norm": "L2", "eps": [0.4932], "cascade": True}
+    cfg = {"run": {"data": "cifar10", "n": 4}, "models": [{"name": "EP-CNN [s0]", "path": "ep.pt"}]}
+    cfg.update(attacks=[pgd, square], checks={"double_steps": False, "double_restarts": False, "zero_grad_images": 0})
+    (tmp_path / "run" / "robustness-white-box.json").write_text(json.dumps(cfg))
+
+    def row(kind: str, survival: str, attack: str | None = None, check: str | None = None) -> str:
+        fields = {"kind": kind, "model": "EP-CNN [s0]", "attack": attack, "eps": 0.4932 if attack else 0.0}
+        fields.update(seed=0, norm="L2", survival=survival, n=4, check=check)
+        return json.dumps({**fields, "accuracy": survival.count("1") / 4})
+
+    results = tmp_path / "run" / "robustness-white-box.jsonl"
+    results.write_text(row("clean", "1110") + "\n" + row("attack", "1100", "PGD-l2") + "\n")
+    label = ("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")
+    summary = robustness_summary(pipe)
+    assert label not in summary["rows"] and "EP-CNN [s0], L2 ε=0.4932 (white-box): 1 attack rows" in summary["markdown"]
+    with results.open("a") as f:
+        f.write(row("attack", "1000", "Square-l2", "cascade") + "\n")
+    assert robustness_summary(pipe)["rows"][label].values == [25.0]
+
+
 @pytest.mark.slow
 def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every training stage really runs (tiny sizes), then the report regenerates from the run folder alone."""
