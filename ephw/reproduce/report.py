@@ -175,7 +175,7 @@ def robustness_table(
     families = list(clean) + sorted({m for m, _ in rob} - set(clean))
     lines = [
         "",
-        "## Robustness (accuracy %, mean ± 95 % CI over training seeds × image seeds)",
+        "## Robustness (accuracy %, mean ± 95 % CI over training seeds and test images, in quadrature)",
         "",
         "| model | clean | " + " | ".join(labels) + " |",
         "|---|---|" + "---|" * len(labels),
