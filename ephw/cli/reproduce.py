@@ -71,4 +71,4 @@ def run_reproduce(args: argparse.Namespace) -> int:
     with pipe.lock(stages):
         statuses = pipe.run(stages)
     print_status(statuses)
-    return 1 if any(s.status == "failed" for s in statuses) else 0
+    return 1 if any(s.status in ("failed", "stopped") for s in statuses) else 0

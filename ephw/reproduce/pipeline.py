@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, redirect_stdout
@@ -39,11 +40,16 @@ Runner = Callable[[list[str]], int]
 
 @dataclass
 class StepStatus:
-    """What the pipeline did with one step: ``done`` (skipped), ``ran``, ``resumed``, ``waiting``, ``failed``."""
+    """What the pipeline did with one step: ``done`` (skipped), ``ran``, ``resumed``, ``waiting``, ``failed``,
+    ``stopped`` (its command was interrupted: SIGTERM or Ctrl-C)."""
 
     step: Step
     status: str
     folder: Path
+
+
+#: exit codes of an interrupted command (``ephw``'s SIGTERM and Ctrl-C): the step stopped, it did not fail
+STOPPED_CODES = (128 + signal.SIGTERM, 130)
 
 
 def default_runner(argv: list[str]) -> int:
@@ -104,7 +110,7 @@ class Pipeline:
     def run(self, stages: Sequence[str], log: Callable[[str], None] = print) -> list[StepStatus]:
         """Run ``stages`` in pipeline order: the training steps, then robustness, then the report."""
         statuses = self.run_steps([s for s in stages if s not in ("robustness", "report")], log)
-        if any(s.status == "failed" for s in statuses):
+        if any(s.status in ("failed", "stopped") for s in statuses):
             return statuses
         if "robustness" in stages:
             from ephw.reproduce.robustness import run_robustness
@@ -169,9 +175,10 @@ class Pipeline:
             self._record(step, "start", argv)
             code = self.runner(argv)
             if code != 0 or not self.is_done(step):
-                self._record(step, "failed", argv, code=code)
-                out.append(StepStatus(step, "failed", folder))
-                log(f"[{step.stage}] {step.name}: failed (exit {code}); rerun to resume it")
+                status = "stopped" if code in STOPPED_CODES else "failed"
+                self._record(step, status, argv, code=code)
+                out.append(StepStatus(step, status, folder))
+                log(f"[{step.stage}] {step.name}: {status} (exit {code}); rerun to resume it")
                 break
             self._record(step, "finished", argv)
             self._stamp(step, argv)

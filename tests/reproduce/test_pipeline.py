@@ -40,8 +40,9 @@ def test_unknown_budget_and_stage() -> None:
         Pipeline("cifar10", "smoke", "/tmp/x").run_steps(["training"])
 
 
-def fake_runner(calls: list[list[str]], fail: set[str] = frozenset()):
-    """Writes a minimal model.pt into --out instead of training (stage logic only)."""
+def fake_runner(calls: list[list[str]], fail: set[str] = frozenset(), code: int = 2):
+    """Writes a minimal model.pt into --out instead of training (stage logic only); the steps in
+    ``fail`` leave a partial checkpoint and exit with ``code``."""
     from ephw.checkpoint import save_model
     from ephw.model import EnergyModel, named_config
 
@@ -54,7 +55,7 @@ def fake_runner(calls: list[list[str]], fail: set[str] = frozenset()):
         if out.name in fail:
             out.mkdir(parents=True, exist_ok=True)
             (out / "checkpoint.pt").write_bytes(b"partial")
-            return 2
+            return code
         net = EnergyModel(named_config("digits"))
         save_model(out / "model.pt", net, {"data": "cifar10", "metrics": {"test_accuracy": 0.5, "test_n": 20}})
         return 0
@@ -81,6 +82,15 @@ def test_skip_resume_and_wait(tmp_path: Path, tiny_tree: Path) -> None:
     assert calls == []
     rows = [json.loads(x) for x in (tmp_path / "run" / "pipeline.jsonl").read_text().splitlines()]
     assert {r["event"] for r in rows} == {"start", "failed", "finished"}
+
+
+def test_an_interrupted_step_is_stopped_not_failed(tmp_path: Path, tiny_tree: Path) -> None:
+    calls: list[list[str]] = []
+    runner = fake_runner(calls, {"ep-s0"}, code=128 + 15)  # ephw's exit code after SIGTERM
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run", str(tiny_tree), runner, ship_dir=None)
+    assert [s.status for s in pipe.run_steps(["train-ep", "distill"], log=lambda _: None)] == ["stopped"]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "pipeline.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in rows] == ["start", "stopped"] and rows[-1]["code"] == 143
 
 
 def test_distill_waits_for_its_teacher(tmp_path: Path, tiny_tree: Path) -> None:
