@@ -51,6 +51,10 @@ class RateCarry:
         self.steady = torch.zeros(batch, dtype=torch.long, device=like.device)
         self.best = like.new_full((batch,), math.inf)  # smallest residual since omega was set
 
+    def phi(self, beta: float, target: Tensor | None) -> Tensor:
+        """The terms' ``Phi`` ``(B,)``: what :meth:`Async.energy` reads from a carry."""
+        return self.terms.phi(beta, target)
+
     def select(self, keep: Tensor) -> RateCarry:
         self.terms = self.terms.select(keep)
         for name in ("omega", "r_prev", "q_prev", "steady", "best"):
@@ -116,16 +120,3 @@ class AdaptiveSOR(Async):
         c.best = torch.where(start | fallback, torch.full_like(r, math.inf), torch.minimum(c.best, r))
         c.steady = torch.where(fallback, torch.zeros_like(c.steady), c.steady)
         c.omega, c.r_prev, c.q_prev = omega, r, q
-
-    def energy(
-        self,
-        net: EnergyModel,
-        x: Tensor,
-        states: States,
-        beta: float,
-        target: Tensor | None,
-        ops: Synapses,
-        carry: RateCarry | None,
-        which: Tensor,
-    ) -> Tensor:
-        return super().energy(net, x, states, beta, target, ops, None if carry is None else carry.terms, which)

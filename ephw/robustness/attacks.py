@@ -417,9 +417,10 @@ def _pgd_restart(
         clipped = clipped.detach()
         with torch.no_grad():  # the verdict is the model's own prediction on the returned images
             if witness is not None and witness.freeze:  # a hit image's verdict was its hit
-                ok = ~hit
-                if ok.any():
-                    ok[ok.clone()] = model.module(clipped[ok]).argmax(1) == yb[ok]
+                live = ~hit
+                ok = live.clone()
+                if live.any():
+                    ok[live] = model.module(clipped[live]).argmax(1) == yb[live]
                 if hit.any():
                     clipped[hit] = found[hit]
             else:
