@@ -15,8 +15,10 @@ Items:
    pure-gradient attack of the same norm and eps left standing (PGD, or AutoAttack without its
    Square stage; ``standard`` AutoAttack contains Square and does not count as white-box).
 4. ``double-steps`` -- twice the PGD iterations *at the same step size* (twice the travel),
-   run on the survivors, breaks fewer than ``steps_drop`` more.
-5. ``double-restarts`` -- PGD restarts ``R..2R-1`` on the survivors break fewer than ``restarts_drop`` more.
+   run on the survivors, breaks fewer than ``steps_drop`` more; with ``checks.escalate``, the
+   first doubling (2x, 4x, ...) that breaks fewer than that passes (the budget converged below it).
+5. ``double-restarts`` -- PGD restarts ``R..2R-1`` on the survivors break fewer than ``restarts_drop``
+   more (escalated like item 4: restarts ``2R..4R-1``, ...).
 6. ``transfer`` -- replayed surrogate adversarials are not stronger than the white-box
    attack: acc(transfer) >= acc(white-box) - ``transfer_tol``.
 7. ``warm-start`` -- the model's own PGD started at a surrogate's adversarials is not stronger
@@ -40,6 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ephw.robustness import survival
+from ephw.robustness.config import parse_effort
 
 PASS, FAIL, UNCHECKED = "pass", "FAIL", "not checked"
 
@@ -102,14 +105,8 @@ def _item(ident: str, title: str, findings: list[dict[str, Any]], why_unchecked:
     return {"id": ident, "title": title, "status": status, "findings": findings}
 
 
-def _vs_base(
-    grid: dict, rows_by: dict[tuple, dict[int, dict[str, Any]]], what: str, tol: float, marginal: bool
-) -> list[dict[str, Any]]:
-    """Findings comparing reruns to their base (main) rows, seed by seed.
-
-    ``marginal``: compare accuracies (transfer, warm start: standalone reruns); else the rerun
-    ran on the base's survivors and its accuracy is the base-and-rerun worst case (drop = extra broken).
-    """
+def _vs_base(grid: dict, rows_by: dict[tuple, dict[int, dict[str, Any]]], tol: float) -> list[dict[str, Any]]:
+    """Findings comparing standalone reruns (transfer, warm start) to their base (main) rows' accuracy."""
     found = []
     for (model, attack, eps, check), seeds in sorted(rows_by.items()):
         base = grid.get((model, attack), {}).get(eps, {})
@@ -120,19 +117,59 @@ def _vs_base(
         acc_b = _mean([base[s] for s in common])
         acc_r = _mean([float(seeds[s]["accuracy"]) for s in common])
         drop = acc_b - acc_r
-        if marginal:
-            ok = acc_r >= acc_b - tol - 1e-9  # (rounding: accuracies are counts / n)
-            detail = (
-                f"eps {eps:.4g}: {check} {100 * acc_r:.1f} % vs white-box {100 * acc_b:.1f} % "
-                f"({'stronger' if drop > 0 else 'weaker'} by {_pts(abs(drop))}; tolerance {_pts(tol)})"
-            )
-        else:
-            ok = drop < tol - 1e-9  # exactly tol (e.g. 2 of 200 images) fails
-            detail = (
-                f"eps {eps:.4g}: {what} breaks {_pts(drop)} more ({100 * acc_b:.1f} % -> {100 * acc_r:.1f} %; "
-                f"must be < {_pts(tol)})"
-            )
+        ok = acc_r >= acc_b - tol - 1e-9  # (rounding: accuracies are counts / n)
+        detail = (
+            f"eps {eps:.4g}: {check} {100 * acc_r:.1f} % vs white-box {100 * acc_b:.1f} % "
+            f"({'stronger' if drop > 0 else 'weaker'} by {_pts(abs(drop))}; tolerance {_pts(tol)})"
+        )
         found.append(_finding(model, attack, ok, detail))
+    return found
+
+
+def _effort(grid: dict, rows: list[dict[str, Any]], what: str, tol: float) -> list[dict[str, Any]]:
+    """Findings of the effort reruns (2x, 4x, ... the PGD ``what``: steps or restarts), per attack and eps.
+
+    Each level ran on the survivors of the level below, so its accuracy is the worst case so far and
+    a level's drop is what it broke more. Pass when the last level run broke less than ``tol`` more
+    (the budget had converged at the level below it); a level recorded as ``skipped`` was not needed.
+    """
+    levels: dict[tuple, dict[int, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        effort = parse_effort(r.get("check")) if r.get("kind") == "attack" else None
+        if effort and effort[0] == what:
+            levels[(r["model"], r["attack"], float(r["eps"]))][effort[1]][int(r["seed"])] = r
+    found = []
+    for (model, attack, eps), by_factor in sorted(levels.items()):
+        below = grid.get((model, attack), {}).get(eps, {})  # seed -> accuracy of the level below
+        seeds = set(below)
+        parts, ok, converged = [], None, None
+        for factor in sorted(by_factor):
+            run = {s: r for s, r in by_factor[factor].items() if not r.get("skipped")}
+            if not run:
+                parts.append(f"{factor}x not needed")
+                break
+            common = sorted(seeds & set(run))
+            if not common:
+                break
+            acc_b = _mean([below[s] for s in common])
+            acc_r = _mean([float(run[s]["accuracy"]) for s in common])
+            ok = acc_b - acc_r < tol - 1e-9  # exactly tol (e.g. 2 of 200 images) fails
+            parts.append(
+                f"{factor}x {what} breaks {_pts(acc_b - acc_r)} more ({100 * acc_b:.1f} % -> {100 * acc_r:.1f} %)"
+            )
+            if ok:
+                converged = factor // 2
+                break
+            below, seeds = {s: float(run[s]["accuracy"]) for s in common}, set(common)
+        if ok is None:
+            found.append(_finding(model, attack, None, f"eps {eps:.4g}: {what} reruns: no base rows to compare"))
+            continue
+        verdict = (
+            f"converged at {converged}x {what}" if ok else "still falling at the last level (raise checks.escalate)"
+        )
+        found.append(
+            _finding(model, attack, ok, f"eps {eps:.4g}: {'; '.join(parts)}: {verdict} (must be < {_pts(tol)})")
+        )
     return found
 
 
@@ -252,7 +289,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         _item(
             "double-steps",
             f"2x PGD steps (same step size) breaks < {_pts(th.steps_drop)} more",
-            _vs_base(grid, _checks(rows, "double-steps"), "2x steps", th.steps_drop, marginal=False),
+            _effort(grid, rows, "steps", th.steps_drop),
             "no doubled-steps rows",
         )
     )
@@ -260,7 +297,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         _item(
             "double-restarts",
             f"2x PGD restarts breaks < {_pts(th.restarts_drop)} more",
-            _vs_base(grid, _checks(rows, "double-restarts"), "2x restarts", th.restarts_drop, marginal=False),
+            _effort(grid, rows, "restarts", th.restarts_drop),
             "no doubled-restarts rows",
         )
     )
@@ -268,7 +305,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         _item(
             "transfer",
             "transfer attack not stronger than white-box",
-            _vs_base(grid, _checks(rows, "transfer"), "transfer", th.transfer_tol, marginal=True),
+            _vs_base(grid, _checks(rows, "transfer"), th.transfer_tol),
             "no transfer rows",
         )
     )
@@ -276,7 +313,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         _item(
             "warm-start",
             "warm-started transfer not stronger than white-box",
-            _vs_base(grid, _checks(rows, "warm:"), "warm start", th.transfer_tol, marginal=True),
+            _vs_base(grid, _checks(rows, "warm:"), th.transfer_tol),
             "no warm-started rows",
         )
     )

@@ -6,6 +6,7 @@ See ``examples/robustness_digits.toml`` and docs/robustness.md for the fields.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +59,22 @@ class CorruptionSpec:
             raise ConfigError(f"unknown corruption table {self.table!r}; valid: {', '.join(TABLES)}")
 
 
+_EFFORT = re.compile(r"(steps|restarts)-x(\d+)")
+
+
+def effort_check(what: str, factor: int) -> str:
+    """The check name of a rerun with ``factor`` x the PGD steps or restarts: ``double-steps``, ``steps-x4``, ..."""
+    return f"double-{what}" if factor == 2 else f"{what}-x{factor}"
+
+
+def parse_effort(check: str | None) -> tuple[str, int] | None:
+    """``("steps" | "restarts", factor)`` of an effort rerun's check name, else ``None``."""
+    if check in ("double-steps", "double-restarts"):
+        return check.removeprefix("double-"), 2
+    m = _EFFORT.fullmatch(check or "")
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 @dataclass(frozen=True)
 class Checks:
     """The extra runs of the obfuscation checklist and of the worst case per image.
@@ -70,6 +87,13 @@ class Checks:
         double_steps: rerun every PGD attack with twice the iterations *at the same step size*
             (twice the travel) on its survivors.
         double_restarts: rerun every PGD attack's restarts ``R..2R-1`` on its survivors.
+        escalate: further doublings of each of those reruns (``steps-x4``, ``steps-x8``, ...,
+            ``restarts-x4``, ...), each on the survivors of the one before and run only when the
+            doubling before it broke at least ``escalate_drop`` more; a level not needed is kept as
+            a row that attacked nothing (``skipped``). The worst case per image then holds the budget
+            at which doubling stopped finding more, and the checklist says which that was.
+        escalate_drop: the fraction of the images a doubling must break to call for the next one
+            (default the checklist's ``steps_drop`` / ``restarts_drop``, 1 point).
         transfer_from: surrogate model names (or ``"others"``: every other model) whose PGD
             adversarials are replayed on each model (a transfer attack).
         warm_start_from: surrogates (or ``"others"``) whose PGD adversarials start the model's
@@ -91,6 +115,8 @@ class Checks:
 
     double_steps: bool = True
     double_restarts: bool = True
+    escalate: int = 0
+    escalate_drop: float = 0.01
     transfer_from: tuple[str, ...] | str | None = None
     warm_start_from: tuple[str, ...] | str | None = None
     check_eps: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +125,14 @@ class Checks:
     eot_sweep: tuple[int, ...] = ()
     seeds: tuple[int, ...] | None = None
     zero_grad_images: int = 64
+
+    def effort_checks(self) -> list[str]:
+        """The effort reruns of one attack at one eps, in the order they run (each on the one before's survivors)."""
+        out = []
+        for what, on in (("steps", self.double_steps), ("restarts", self.double_restarts)):
+            if on:
+                out += [effort_check(what, 2 ** (level + 1)) for level in range(1 + self.escalate)]
+        return out
 
     def surrogates(self, which: str, model: str, names: list[str]) -> list[str]:
         """The surrogates of ``model`` for ``which`` (``"transfer_from"`` or ``"warm_start_from"``)."""
@@ -151,6 +185,10 @@ class RobustnessConfig:
                 f"n and eval_draws must be >= 1 and seeds non-empty, got n={self.n}, seeds={self.seeds}, "
                 f"eval_draws={self.eval_draws}"
             )
+        if not isinstance(self.checks.escalate, int) or not 0 <= self.checks.escalate <= 4:
+            raise ConfigError(f"checks.escalate must be an integer 0..4, got {self.checks.escalate!r}")
+        if not 0 <= self.checks.escalate_drop <= 1:
+            raise ConfigError(f"checks.escalate_drop is a fraction of the images, got {self.checks.escalate_drop!r}")
         names = {m.name for m in self.models}
         for which in ("transfer_from", "warm_start_from"):
             value = getattr(self.checks, which)

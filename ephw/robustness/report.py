@@ -24,6 +24,7 @@ from typing import Any
 from ephw.errors import InputError
 from ephw.outputs import atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
+from ephw.robustness.config import parse_effort
 from ephw.robustness.runner import dedupe, read_rows, write_json_atomic
 from ephw.stats import accuracy_ci, mean_ci
 
@@ -158,10 +159,12 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
 
 
 def _rerun_label(check: str) -> str:
+    effort = parse_effort(check)
+    if effort:
+        what, factor = effort
+        return f"{factor}x {what}{', same step size' if what == 'steps' else ''} (on survivors)"
     kind, _, arg = check.partition(":")
     return {
-        "double-steps": "2x steps, same step size (on survivors)",
-        "double-restarts": "2x restarts (on survivors)",
         "transfer": f"transfer from {arg}",
         "warm": f"warm-started from {arg}",
         "grad": f"gradient {arg}",
@@ -207,8 +210,8 @@ def _worst_case_tables(rows, models, label, n: int | None = None) -> list[str]:
         out += [
             f"### Every attack at {norm} eps {eps:.4g}",
             "",
-            "`[double-steps]`, `[double-restarts]` and `[cascade]` rows ran on the survivors of the rows before "
-            "them: their accuracy is the worst case so far.",
+            "`[double-steps]`, `[double-restarts]` (and their escalations `[steps-x4]`, ...) and `[cascade]` "
+            "rows ran on the survivors of the rows before them: their accuracy is the worst case so far.",
             "",
         ]
         out += _table(["attack"] + [label[m] for m in models], body) + [""]

@@ -34,7 +34,7 @@ from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, Out
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
 from ephw.robustness.attacks import STEPS_FOR_FULL_TRAVEL, AttackSpec, run_attack
-from ephw.robustness.config import RobustnessConfig
+from ephw.robustness.config import Checks, RobustnessConfig, effort_check, parse_effort
 from ephw.robustness.corruptions import corrupt_images
 from ephw.robustness.gradients import parse_grads
 from ephw.robustness.models import Classifier, EPClassifier, checkpoint_format, load_classifier
@@ -182,10 +182,8 @@ def plan(
             effort = cfg.checks.seeds is None or seed in cfg.checks.seeds  # budgeted reruns
             for a in rerun:  # reruns only for the attacks check_eps names (when it names any)
                 for e in cfg.check_eps(a):
-                    if cfg.checks.double_steps and effort:
-                        tasks.append(Task("attack", m.name, seed, a.name, e, "double-steps"))
-                    if cfg.checks.double_restarts and effort:
-                        tasks.append(Task("attack", m.name, seed, a.name, e, "double-restarts"))
+                    if effort:
+                        tasks += [Task("attack", m.name, seed, a.name, e, c) for c in cfg.checks.effort_checks()]
                     for sur in cfg.checks.surrogates("transfer_from", m.name, names):
                         tasks.append(Task("attack", m.name, seed, a.name, e, f"transfer:{sur}"))
                     for sur in cfg.checks.surrogates("warm_start_from", m.name, names):
@@ -338,6 +336,9 @@ class _Runner:
             extra = [extra, self.specs[surrogate], self.weights_hash(surrogate)]
         elif task.check == "cascade":  # a cascade row depends on every attack before it
             checks = dataclasses.asdict(self.cfg.checks)
+            for late in ("escalate", "escalate_drop"):  # added after rows were made: at its default, changes nothing
+                if checks[late] == Checks.__dataclass_fields__[late].default:
+                    del checks[late]
             checks["seeds"] = self.cfg.checks.seeds is None or task.seed in self.cfg.checks.seeds  # its seed's reruns
             extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], checks]
         return fingerprint(
@@ -382,10 +383,13 @@ class _Runner:
                     records.append(row["survival"])
         return survival.survivors(records, self.images(task.seed)[2].shape[0])
 
-    def base_row(self, task: Task) -> dict[str, Any]:
-        key = Task("attack", task.model, task.seed, task.attack, task.eps).key
+    def effort_row(self, task: Task, what: str, factor: int) -> dict[str, Any]:
+        """The row of ``task``'s attack at ``factor`` x its steps or restarts (1: the base row)."""
+        check = effort_check(what, factor) if factor > 1 else None
+        key = Task("attack", task.model, task.seed, task.attack, task.eps, check).key
         if key not in self.rows:
-            raise ConfigError(f"no base row for {task.model} / {task.attack} / eps {task.eps:g} / seed {task.seed}")
+            what = f"{check} row" if check else "base row"
+            raise ConfigError(f"no {what} for {task.model} / {task.attack} / eps {task.eps:g} / seed {task.seed}")
         return self.rows[key]
 
     def compute(self, task: Task) -> dict[str, Any]:
@@ -432,13 +436,25 @@ class _Runner:
         kind, _, arg = check.partition(":")
         kw: dict[str, Any] = {}
         attacked = torch.ones(len(y), dtype=torch.bool)
-        if kind in ("double-steps", "double-restarts", "cascade"):  # on the survivors only
-            base = self.base_row(task) if kind != "cascade" else None
-            attacked = survival.alive(base["survival"]) if base else self.standing(task)
-            if kind == "double-steps":
-                kw["steps"] = 2 * spec.steps
-            elif kind == "double-restarts":
-                kw["restarts"] = range(spec.restarts, 2 * spec.restarts)
+        effort = parse_effort(check)
+        skipped = None
+        if effort:  # on the survivors of the level below only
+            what, factor = effort
+            below = self.effort_row(task, what, factor // 2)
+            attacked = survival.alive(below["survival"])
+            if factor > 2:  # escalate only while the doubling below still found more
+                drop = (self.effort_row(task, what, factor // 4)["correct"] - below["correct"]) / len(y)
+                if drop < self.cfg.checks.escalate_drop - 1e-9:
+                    skipped = (
+                        f"not needed: {factor // 2}x {what} broke {100 * drop:.1f} points more than "
+                        f"{max(factor // 4, 1)}x (< {100 * self.cfg.checks.escalate_drop:.1f})"
+                    )
+            if what == "steps":
+                kw["steps"] = factor * spec.steps
+            else:
+                kw["restarts"] = range(factor // 2 * spec.restarts, factor * spec.restarts)
+        elif kind == "cascade":  # on the survivors only
+            attacked = self.standing(task)
         elif kind == "transfer":
             adv = self.surrogate_adv(arg, spec, task.eps, task.seed, x, y)
             first = clf.predict(adv) == y
@@ -453,6 +469,9 @@ class _Runner:
         if kind in ("grad", "eot"):  # sweeps compare modes / EOT counts at one start each
             kw["restarts"] = range(1)
         survived = torch.zeros(len(y), dtype=torch.bool)
+        if skipped:  # the level below's survivors stand; nothing attacked, nothing broken
+            survived, attacked = attacked.clone(), torch.zeros(len(y), dtype=torch.bool)
+            extra["skipped"] = skipped
         sel = attacked.nonzero().flatten()
         notes: dict[str, Any] = {"attacked": int(len(sel))}
         if len(sel):

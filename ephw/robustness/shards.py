@@ -21,6 +21,7 @@ from typing import Any
 
 from ephw import distributed
 from ephw.errors import ConfigError
+from ephw.robustness.config import parse_effort
 
 #: Relative cost of one settle of an energy model vs one forward pass of a feed-forward one.
 EP_FACTOR = 30.0
@@ -94,8 +95,9 @@ def task_cost(task: Any, cfg: Any, ep_models: frozenset[str]) -> float:
         restarts = getattr(spec, "restarts", None) or 1
         base = float(steps) * float(restarts)
         check = task.check or ""
-        if check in ("double-steps", "double-restarts"):
-            base *= 2.0
+        effort = parse_effort(check)
+        if effort:
+            base *= float(effort[1])
         elif check.startswith("eot:"):
             base *= float(check.split(":", 1)[1] or 1)
         elif check.startswith("transfer:") or check.startswith("warm:"):

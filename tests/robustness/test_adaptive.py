@@ -209,3 +209,59 @@ def test_chance_item_asks_only_grids_with_a_largest_eps():
     assert st == {"not checked"} and "only eps" in _details(it, "m")
     st, it = _status(checklist.evaluate(grid), "chance", "m")
     assert st == {"FAIL"} and "eps 2: accuracy 0.350" in _details(it, "m")
+
+
+def test_escalation_doubles_again_only_while_the_doubling_still_finds_more(tmp_path, tiny_cnn):
+    cfg = config_from_dict(
+        {
+            "run": {"data": "digits", "n": 200, "seeds": [0]},
+            "models": [{"name": "cnn"}, {"name": "wiggly"}],
+            "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 20, "restarts": 1}],
+            "checks": {"zero_grad_images": 0, "double_restarts": False, "escalate": 1},
+        }
+    )
+    models = {"cnn": Classifier("cnn", tiny_cnn), "wiggly": Classifier("wiggly", Wiggly(tiny_cnn))}
+    out = tmp_path / "r.jsonl"
+    run_robustness(cfg, out, progress=False, models=models)
+    rows = read_rows(out)
+
+    def row(model, check):
+        return next(r for r in rows if r["model"] == model and r["kind"] == "attack" and r["check"] == check)
+
+    base, double, x4 = (row("wiggly", c) for c in (None, "double-steps", "steps-x4"))
+    assert base["accuracy"] - double["accuracy"] >= 0.01  # the doubling still found more: escalate
+    assert x4["notes"]["steps"] == 80 and x4["notes"]["attacked"] == double["correct"]
+    assert not x4.get("skipped")
+    base, double, x4 = (row("cnn", c) for c in (None, "double-steps", "steps-x4"))
+    assert base["accuracy"] - double["accuracy"] < 0.01
+    assert x4["skipped"].startswith("not needed") and x4["notes"]["attacked"] == 0
+    assert set(x4["survival"]) == {"-"} and x4["correct"] == double["correct"]  # the worst case is unchanged
+    st, it = _status(checklist.evaluate(rows), "double-steps", "cnn")
+    assert st == {"pass"} and "converged at 1x steps" in _details(it, "cnn")
+    assert "4x steps" in _details(it, "wiggly")
+
+
+def _effort_rows(accuracies: list[float], skipped_last: bool = False) -> list[dict]:
+    checks = [None, "double-steps", "steps-x4", "steps-x8"][: len(accuracies)]
+    rows = [
+        {"kind": "attack", "model": "m", "attack": "pgd", "eps": 0.5, "seed": 0, "check": c, "accuracy": a}
+        for c, a in zip(checks, accuracies)
+    ]
+    if skipped_last:
+        rows[-1]["skipped"] = "not needed"
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "skipped_last", "status", "says"),
+    [
+        ([0.50, 0.485, 0.485], False, "pass", "converged at 2x steps"),
+        ([0.50, 0.485, 0.47], False, "FAIL", "still falling"),
+        ([0.50, 0.499, 0.499], True, "pass", "converged at 1x steps"),
+        ([0.50, 0.485], False, "FAIL", "still falling"),
+    ],
+)
+def test_the_steps_check_passes_where_the_escalation_converged(accuracies, skipped_last, status, says):
+    check = checklist.evaluate(_effort_rows(accuracies, skipped_last))
+    st, it = _status(check, "double-steps", "m")
+    assert st == {status} and says in _details(it, "m"), it

@@ -50,6 +50,20 @@ def test_plan_runs_a_models_checked_eps_first_and_keeps_each_eps_order():
         assert [t.attack for t in rows if t.eps == e] == ["pgd-l2", "square-l2"]
 
 
+def test_escalated_reruns_follow_their_doubling_and_bad_levels_are_refused():
+    raw = {
+        "run": {"data": "digits", "n": 8, "seeds": [0]},
+        "models": [{"name": "cnn"}],
+        "attacks": [{"name": "pgd", "method": "pgd", "norm": "L2", "eps": [1.0], "steps": 20}],
+        "checks": {"escalate": 2, "zero_grad_images": 0},
+    }
+    checks = [t.check for t in plan(config_from_dict(raw)) if t.kind == "attack"][1:]
+    assert checks == ["double-steps", "steps-x4", "steps-x8", "double-restarts", "restarts-x4", "restarts-x8"]
+    for bad in ({"escalate": -1}, {"escalate": 9}, {"escalate_drop": 2.0}):
+        with pytest.raises(ConfigError, match="escalate"):
+            config_from_dict({**raw, "checks": {**raw["checks"], **bad}})
+
+
 @pytest.fixture(scope="module")
 def obfuscation_run(tmp_path_factory, tiny_cnn):
     out = tmp_path_factory.mktemp("run") / "results.jsonl"
