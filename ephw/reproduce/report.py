@@ -294,6 +294,13 @@ def write_results_page(
                     verdict(robust(ep, label), robust("Adv-CNN", label)),
                 )
             )
+    if (robustness or {}).get("labels") and not any(c.startswith("(4)") for c, _ in claims):
+        claims.append(
+            (
+                "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD)",
+                "not measured: no ℓ∞, black-box or corruption rows yet",
+            )
+        )
     speed = clean.get(dist, {}).get("extra", {}).get("speedup")
     claims.append(
         (
