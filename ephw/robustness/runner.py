@@ -34,7 +34,7 @@ from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, Out
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
 from ephw.robustness.attacks import STEPS_FOR_FULL_TRAVEL, AttackSpec, run_attack
-from ephw.robustness.config import Checks, RobustnessConfig, effort_check, parse_effort
+from ephw.robustness.config import RobustnessConfig, effort_check, parse_effort
 from ephw.robustness.corruptions import corrupt_images
 from ephw.robustness.gradients import parse_grads
 from ephw.robustness.models import Classifier, EPClassifier, checkpoint_format, load_classifier
@@ -336,9 +336,9 @@ class _Runner:
             extra = [extra, self.specs[surrogate], self.weights_hash(surrogate)]
         elif task.check == "cascade":  # a cascade row depends on every attack before it
             checks = dataclasses.asdict(self.cfg.checks)
-            for late in ("escalate", "escalate_drop"):  # added after rows were made: at its default, changes nothing
-                if checks[late] == Checks.__dataclass_fields__[late].default:
-                    del checks[late]
+            if not (checks["escalate"] and (checks["double_steps"] or checks["double_restarts"])):
+                # fields added after rows were made: where nothing escalates they change nothing
+                del checks["escalate"], checks["escalate_drop"]
             checks["seeds"] = self.cfg.checks.seeds is None or task.seed in self.cfg.checks.seeds  # its seed's reruns
             extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], checks]
         return fingerprint(
