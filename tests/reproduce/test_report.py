@@ -63,3 +63,12 @@ def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
     assert f"not ℓ2 PGD) — {label_l2}" not in page and f"not ℓ2 PGD) — {label_wc}" not in page
     assert "5.0 ± 6.2 (1 seed, 100 images)" in page  # one EP seed: the Wilson interval over its images
     assert "Not trained yet:" in page
+    assert "no ℓ∞, black-box or corruption rows yet" not in page
+    only_l2 = write_results_page(
+        "cifar10",
+        build_plan("cifar10", "cpu"),
+        tmp_path / "run",
+        tmp_path / "docs2",
+        {"rows": rob, "labels": [label_l2, label_wc], "markdown": ""},
+    ).read_text()
+    assert "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD) | not measured" in only_l2
