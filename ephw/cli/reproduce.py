@@ -37,6 +37,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="robustness stage: compute only shard K (0-based) of N of its rows, beside the results file "
         "(shards of one run can go side by side; the EP-CNN's rows are the costliest shard)",
     )
+    p.add_argument(
+        "--part",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="robustness stage: run only this part of the budget's grid (repeatable; e.g. black-box; "
+        "default every part, in order)",
+    )
     p.set_defaults(func=run_reproduce)
 
 
@@ -60,6 +68,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         docs_dir=Path(args.docs),
         shard=parse_shard(args.shard) if args.shard is not None else None,
+        parts=args.part,
     )
     if args.list:
         for step in pipe.steps:

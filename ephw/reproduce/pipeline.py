@@ -90,6 +90,7 @@ class Pipeline:
         device: str | None = None,
         docs_dir: str | Path = "docs/results",
         shard: Shard | None = None,
+        parts: Sequence[str] | None = None,
     ) -> None:
         self.data = data
         self.data_root = data_root
@@ -101,6 +102,14 @@ class Pipeline:
         self.device = device
         self.docs_dir = Path(docs_dir)
         self.shard = shard  # the robustness stage computes only this shard's rows (ephw.robustness.shards)
+        self.parts = tuple(parts) if parts else None  # ... and only these parts of its grid (None: all)
+        if self.parts:
+            from ephw.reproduce.robustness import part_names
+
+            known = part_names(self)
+            bad = [p for p in self.parts if p not in known]
+            if bad:
+                raise ConfigError(f"unknown robustness part {bad[0]!r}: use one of {', '.join(known)}")
         self._sha: str | None = None
 
     @staticmethod
@@ -264,13 +273,17 @@ class Pipeline:
         """Hold one lock per stage of ``stages`` (``<run_dir>/.stage-<name>.lock``) until the stack closes.
 
         With a shard the robustness stage's lock is the shard's own
-        (``.stage-robustness.shard-K-of-N.lock``): the shards of one run go side by side.
+        (``.stage-robustness.shard-K-of-N.lock``), with ``parts`` the parts' own
+        (``.stage-robustness.part-NAME…``): the shards (and parts) of one run go side by side; two
+        processes on the same part and shard are still kept apart by its results file's lock.
         """
         ensure_dir(self.run_dir)
         stack = ExitStack()
         try:
             for stage in stages:
                 name = stage
+                if stage == "robustness" and self.parts:
+                    name += "".join(f".part-{p}" for p in self.parts)
                 if stage == "robustness" and self.shard is not None:
                     name += f".shard-{self.shard.index}-of-{self.shard.count}"
                 stack.enter_context(OutputLock(self.run_dir / f".stage-{name}"))

@@ -91,6 +91,8 @@ def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[P
 
     outs = []
     for part, raw in part_configs(pipe):
+        if pipe.parts and part not in pipe.parts:
+            continue
         atomic_write(pipe.run_dir / f"robustness-{part}.json", json.dumps(raw, indent=1, sort_keys=True) + "\n")
         cfg = config_from_dict(json.loads(json.dumps(raw)))  # the validator edits what it is given
         out = results_path(pipe, part)
@@ -218,6 +220,11 @@ def pending_attacks(pipe: Pipeline, part: str, rows: list[dict[str, Any]]) -> di
         if t.kind == "attack" and t.key not in done:
             pending[(t.model, norms[t.attack], round(float(t.eps), 9), t.seed)] += 1
     return pending
+
+
+def part_names(pipe: Pipeline) -> list[str]:
+    """The names of the budget's robustness parts, in the order the stage runs them."""
+    return [name for name, _ in _parts(pipe)]
 
 
 def _parts(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:

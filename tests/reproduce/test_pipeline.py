@@ -188,6 +188,29 @@ def test_robustness_shards_of_one_run_lock_apart(tmp_path: Path) -> None:
         pass  # released with the first
 
 
+def test_robustness_parts_run_alone_and_lock_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--part black-box`` runs only that part of the grid, beside a run of another part."""
+    import ephw.robustness.runner as runner_mod
+
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="unknown robustness part 'nope': use one of white-box, black-box"):
+        Pipeline("cifar10", "gpu", run, parts=["nope"])
+    with Pipeline("cifar10", "gpu", run, parts=["white-box"]).lock(["robustness"]):
+        with Pipeline("cifar10", "gpu", run, parts=["black-box"]).lock(["robustness"]):
+            pass
+        with pytest.raises(OutputError, match="in use by another ephw run"):
+            Pipeline("cifar10", "gpu", run, parts=["white-box"]).lock(["robustness"])
+    (run / "ep-s0").mkdir(parents=True)
+    (run / "ep-s0" / "model.pt").write_bytes(b"")
+    ran: list[str] = []
+    monkeypatch.setattr(runner_mod, "run_robustness", lambda cfg, out, shard=None: ran.append(Path(out).name))
+    monkeypatch.setattr("ephw.robustness.report.write_report", lambda *a, **k: None)
+    from ephw.reproduce.robustness import run_robustness
+
+    run_robustness(Pipeline("cifar10", "gpu", run, parts=["black-box"]), log=lambda _: None)
+    assert ran == ["robustness-black-box.jsonl"]
+
+
 def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_path: Path) -> None:
     from ephw.reproduce.robustness import trained_models
 
