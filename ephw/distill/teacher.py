@@ -9,10 +9,11 @@ crossbar, Lava -- can teach) and turns the fixed point into the targets of Eq. 8
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,28 +172,31 @@ class Teacher:
         # under torchrun: rank 0's cache key (ranks differ in read seeds), each rank settles its
         # shard, gathered once; rank 0 writes the entry
         path = distributed.from_main(cache_dir() / "teachers" / f"{self.fingerprint(data)}.pt" if reuse else None)
-        cached = None
-        if path is not None and path.is_file():
-            try:
-                cached = TeacherTargets(**torch.load(path, map_location="cpu", weights_only=True))
-            except Exception:  # a damaged entry is settled again and replaced
-                path.unlink(missing_ok=True)
+        cached = _load_targets(path) if path is not None else None
         if distributed.all_max(float(cached is None)) == 0.0:
             return cached
+        # each settled batch is kept beside the entry until it is complete, so a settle that is
+        # stopped (a session's end, a kill) resumes at its first missing batch
+        chunks = path.with_name(path.stem + ".partial") if path is not None else None
         part = distributed.shard(len(data))
         parts = []
         starts = range(part.start, part.stop, batch_size)
         quiet = not distributed.is_main()
         for lo in tqdm(starts, desc="settling teacher", unit="batch", file=sys.stderr, disable=quiet):
-            x, _ = data.batch(slice(lo, min(lo + batch_size, part.stop)))
-            parts.append(self.targets(x).to("cpu"))
+            hi = min(lo + batch_size, part.stop)
+            chunk = chunks / f"{lo}-{hi}.pt" if chunks is not None else None
+            done = _load_targets(chunk) if chunk is not None else None
+            if done is None:
+                done = self.targets(data.batch(slice(lo, hi))[0]).to("cpu")
+                if chunk is not None:
+                    _save_targets(chunk, done)
+            parts.append(done)
         # a rank with no images (fewer than ranks) contributes the zero rows of a one-image settle
         local = TeacherTargets.cat(parts) if parts else self.targets(data.batch(slice(0, 1))[0]).to("cpu")[0:0]
         out = local.gathered()
         if path is not None and distributed.is_main():
-            buffer = io.BytesIO()
-            torch.save(dict(vars(out)), buffer)
-            atomic_write(path, buffer.getbuffer())
+            _save_targets(path, out)
+            shutil.rmtree(chunks, ignore_errors=True)
         return out
 
     def fingerprint(self, data: ImageSet) -> str:
@@ -215,3 +219,18 @@ class Teacher:
             "steps": self.steps,
             "tol": self.tol,
         }
+
+
+def _load_targets(path: Path) -> TeacherTargets | None:
+    """A stored entry (or batch) of teacher targets; ``None`` if absent. A damaged one is removed (settled again)."""
+    if not path.is_file():
+        return None
+    try:
+        return TeacherTargets(**torch.load(path, map_location="cpu", weights_only=True))
+    except Exception:
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _save_targets(path: Path, targets: TeacherTargets) -> None:
+    atomic_write(path, lambda fh: torch.save(dict(vars(targets)), fh))

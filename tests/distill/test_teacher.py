@@ -51,3 +51,38 @@ def test_crossbar_teacher_describes_its_preset_and_chip():
     x, _ = load_dataset("digits", "test").batch(slice(0, 16))
     t = teacher.targets(x)
     assert [tuple(h.shape[1:]) for h in t.hidden] == net.state_shapes()
+
+
+def test_a_stopped_dataset_settle_resumes_at_its_first_missing_batch(tmp_path, monkeypatch):
+    """The teacher cache keeps each settled batch until the entry is complete: nothing settled is lost."""
+    monkeypatch.setenv("EPHW_CACHE", str(tmp_path))
+    net = load_model()
+    data = load_dataset("digits", "test").subset(350)  # 4 batches of at most 100
+    teacher = Teacher(net, "async", steps=200, tol=1e-4)
+    settled: list[int] = []
+    real = teacher.targets
+
+    def stop_at_third(x):
+        if len(settled) == 2:
+            raise KeyboardInterrupt  # a session's end
+        settled.append(len(x))
+        return real(x)
+
+    monkeypatch.setattr(teacher, "targets", stop_at_third)
+    try:
+        teacher.dataset_targets(data, batch_size=100, reuse=True)
+    except KeyboardInterrupt:
+        pass
+    (partial,) = (tmp_path / "teachers").glob("*.partial")
+    assert len(list(partial.glob("*.pt"))) == 2
+    settled.clear()
+    monkeypatch.setattr(teacher, "targets", lambda x: (settled.append(len(x)), real(x))[1])
+    resumed = teacher.dataset_targets(data, batch_size=100, reuse=True)
+    assert len(settled) == -(-len(data) // 100) - 2  # only the batches not settled before
+    assert not partial.exists() and len(list((tmp_path / "teachers").glob("*.pt"))) == 1
+    whole = Teacher(net, "async", steps=200, tol=1e-4).targets(data.batch(slice(None))[0])
+    assert torch.equal(resumed.predictions, whole.predictions)
+    assert max(float((a - b).abs().max()) for a, b in zip(resumed.hidden, whole.hidden)) < 1e-6
+    settled.clear()
+    teacher.dataset_targets(data, batch_size=100, reuse=True)  # complete: read, not settled
+    assert settled == []
