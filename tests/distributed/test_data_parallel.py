@@ -293,5 +293,13 @@ def test_settle_and_compare_split_across_ranks_report_the_same_numbers() -> None
                 return [clean(v) for v in obj]
             return obj
 
-        # float32 fixed points settled in other batch compositions agree to rounding (~1e-7)
-        assert_close(clean(two[0]), clean(one[0]), 1e-5)
+        # float32 fixed points settled in other batch compositions agree to rounding (~1e-7). A
+        # sample whose residual lands at tol can stop one sweep earlier or later when the conv
+        # kernels differ with the batch size (oneDNN on AVX-512 CPUs: measured 1 of 101 images):
+        # step counts may differ by one sweep on at most 2 images, everything else to rounding.
+        a, b = clean(two[0]), clean(one[0])
+        for row_a, row_b in zip(a.get("rows", [a]), b.get("rows", [b])):
+            for key, limit in (("steps_mean", 2 / 101 + 1e-3), ("steps_max", 1)):
+                if key in row_a:
+                    assert abs(row_a.pop(key) - row_b.pop(key)) <= limit, key
+        assert_close(a, b, 1e-5)
