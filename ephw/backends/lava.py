@@ -74,7 +74,7 @@ class Lava(Backend):
     stay the same (smaller batches are padded with copies of their last image); it is
     stopped by :meth:`close`, at interpreter exit, and immediately after any error or
     interrupt. After a weight update (a training step) the new weights are sent to the
-    running network's synapse processes instead of rebuilding it.
+    running network's state layers (which hold the synapses) instead of rebuilding it.
     """
 
     name = "lava"

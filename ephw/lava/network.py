@@ -176,60 +176,34 @@ class LavaNetwork:
         fanout = fanouts(spec)
         sender = {"n_senders": n + 1, "numerics": num, "delta_threshold": self.delta_threshold}
         self.input = P.InputLayer(shape=(b, *spec.input_shape), index=0, fanout=fanout[0], **sender)
-        self.layers = [
-            P.StateLayer(
-                shape=(b, *shape),
-                index=i + 1,
-                fanout=fanout[i + 1],
-                gain=spec.gain,
-                dt=self.dt,
-                fail_at_step=self.fail_at_step if i == 0 else None,
-                **sender,
-            )
-            for i, shape in enumerate(spec.state_shapes)
-        ]
-        self.monitor = P.Monitor(n_senders=n + 1, batch=b, rows=self.check_every, numerics=num)
-        self.synapses: list[object] = []  # every connection process (their weights re-load)
-        sources = [self.input, *self.layers]
-        for i, proj in enumerate(spec.projections):
-            weight, bias, exp = self._numbers(proj)
-            src, dst = sources[i], self.layers[i]
-            common = {"weight": weight, "weight_exp": exp, "numerics": num}
-            if proj.kind == "conv":
-                fwd = P.ConvSynapses(
-                    in_shape=(b, *proj.src),
-                    out_shape=(b, *proj.dst),
-                    bias=bias,
-                    padding=proj.padding,
-                    pool=proj.pool,
-                    **common,
+        self.layers = []
+        for i, (proj, numbers) in enumerate(zip(spec.projections, self._layer_numbers(spec))):
+            above = spec.projections[i + 1] if i + 1 < n else None
+            self.layers.append(
+                P.StateLayer(
+                    shape=(b, *spec.state_shapes[i]),
+                    index=i + 1,
+                    fanout=fanout[i + 1],
+                    gain=spec.gain,
+                    dt=self.dt,
+                    forward=_projection_params(proj, b),
+                    feedback=None if above is None else {**_projection_params(above, b), "dst": (b, *above.dst)},
+                    **numbers,
+                    switches_down=i > 0 and proj.kind == "conv",
+                    nudged=i == n - 1,
+                    fail_at_step=self.fail_at_step if i == 0 else None,
+                    **sender,
                 )
-                src.s_out.connect(fwd.s_in)
-                fwd.a_out.connect(dst.a_in)
-                back = None
-                if i > 0:  # feedback from s^n to s^{n-1} through the switches of this conv
-                    back = P.ConvTransposeSynapses(
-                        in_shape=(b, *proj.dst),
-                        pre_pool=(b, *proj.pre_pool),
-                        out_shape=(b, *proj.src),
-                        padding=proj.padding,
-                        pool=proj.pool,
-                        **common,
-                    )
-                    dst.s_out.connect(back.a_in)
-                    fwd.switch_out.connect(back.switch_in)
-            else:
-                fwd = P.DenseSynapses(in_shape=(b, *proj.src), out_shape=(b, *proj.dst), bias=bias, **common)
-                src.s_out.connect(fwd.s_in)
-                fwd.a_out.connect(dst.a_in)
-                back = None
-                if i > 0:
-                    back = P.DenseTransposeSynapses(in_shape=(b, *proj.dst), out_shape=(b, *proj.src), **common)
-                    dst.s_out.connect(back.a_in)
-            self.synapses.append(fwd)
-            if back is not None:
-                back.a_out.connect(src.a_in)
-                self.synapses.append(back)
+            )
+        self.monitor = P.Monitor(n_senders=n + 1, batch=b, rows=self.check_every, numerics=num)
+        sources = [self.input, *self.layers]
+        for i, layer in enumerate(self.layers):
+            sources[i].s_out.connect(layer.s_in)  # forward: s^{n-1} into layer n
+            if i + 1 < n:  # feedback: s^{n+1} (and its pooling switches) into layer n
+                above = self.layers[i + 1]
+                above.s_out.connect(layer.fb_in)
+                if spec.projections[i + 1].kind == "conv":
+                    above.switch_out.connect(layer.switch_in)
         last = self.layers[-1]
         self.nudge = P.Nudge(
             shape=(b, *spec.state_shapes[-1]),
@@ -257,14 +231,26 @@ class LavaNetwork:
         q = quantize_weights(proj.weight)
         return q.w_int.astype(np.float64), loihi_bias(proj.bias, self.fmt).value.astype(np.float64), q.weight_exp
 
+    def _layer_numbers(self, spec: NetworkSpec) -> list[dict]:
+        """Per state layer: its forward ``weight``, ``bias``, ``weight_exp`` and the feedback
+        ``back_weight``, ``back_exp`` (the next layer's forward weights; none at the top)."""
+        numbers = [self._numbers(p) for p in spec.projections]
+        out = []
+        for i, (weight, bias, exp) in enumerate(numbers):
+            back, _, back_exp = numbers[i + 1] if i + 1 < len(numbers) else (None, None, 0)
+            out.append({"weight": weight, "bias": bias, "weight_exp": exp, "back_weight": back, "back_exp": back_exp})
+        return out
+
     def _params(self, spec: NetworkSpec) -> list[np.ndarray]:
-        """The ``params`` messages (one per synapse process, then the nudge) for ``spec``'s weights."""
+        """The ``params`` messages (one per state layer, then the nudge) for ``spec``'s weights."""
         flat = []
-        for i, proj in enumerate(spec.projections):
-            weight, bias, exp = self._numbers(proj)
-            flat.append(np.concatenate([weight.ravel(), bias.ravel(), [exp]]))
-            if i > 0:
-                flat.append(np.concatenate([weight.ravel(), [exp]]))
+        for m in self._layer_numbers(spec):
+            back = m["back_weight"] if m["back_weight"] is not None else np.zeros(1)  # the Var of a top layer
+            flat.append(
+                np.concatenate(
+                    [m["weight"].ravel(), m["bias"].ravel(), [m["weight_exp"]], back.ravel(), [m["back_exp"]]]
+                )
+            )
         flat.append(np.concatenate([spec.readout_weight.ravel(), spec.readout_bias.ravel(), [0]]))
         return flat
 
@@ -302,7 +288,7 @@ class LavaNetwork:
 
     def _controlled(self) -> list:
         """Every process with a ``ctrl`` pipe."""
-        return [self.input, *self.layers, *self.synapses, self.nudge, self.monitor]
+        return [self.input, *self.layers, self.nudge, self.monitor]
 
     def run_chunk(
         self,
@@ -345,7 +331,7 @@ class LavaNetwork:
                 y = np.zeros((self.batch, self.spec.classes)) if target is None else np.asarray(target, np.float64)
                 self.nudge.load.external_pipe_csp_send_port.send(y)
             if reload:
-                for proc, flat in zip([*self.synapses, self.nudge], self._params(self._reload)):
+                for proc, flat in zip([*self.layers, self.nudge], self._params(self._reload)):
                     proc.params.external_pipe_csp_send_port.send(flat)
                 self.spec, self._reload = self._reload, None
             self.monitor.run(condition=RunSteps(num_steps=steps))
@@ -444,6 +430,17 @@ def _force_stop(runtime) -> None:
         pass
     runtime._is_started = False  # lava's __del__ would otherwise try its stop handshake again
     runtime._is_running = False
+
+
+def _projection_params(proj: Projection, batch: int) -> dict:
+    """The process parameters of ``proj`` (shapes with the batch): what a layer's synapses compute."""
+    return {
+        "kind": proj.kind,
+        "padding": proj.padding,
+        "pool": proj.pool,
+        "src": (batch, *proj.src),
+        "pre_pool": (batch, *proj.pre_pool),
+    }
 
 
 def _forward_fanout(proj: Projection) -> np.ndarray:

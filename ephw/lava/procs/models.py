@@ -183,26 +183,98 @@ class _InputModel(_SenderModel):
 
 
 class _StateModel(_SenderModel):
-    """``s <- (1 - dt) s + dt sigma(u)`` for samples not frozen by the monitor."""
+    """``s <- (1 - dt) s + dt sigma(u)`` for samples not frozen by the monitor, where ``u`` is
+    the forward drive from ``s^{n-1}`` plus the feedback from ``s^{n+1}`` (plus the nudge)."""
 
-    inports = {**_SenderModel.inports, "a_in": "payload", "frozen_in": "flag"}
-    outports = {**_SenderModel.outports, "state_out": "payload"}
+    inports = {
+        **_SenderModel.inports,
+        "params": "host",
+        "s_in": "payload",
+        "fb_in": "payload",
+        "switch_in": "switch",
+        "a_in": "payload",
+        "frozen_in": "flag",
+    }
+    outports = {"s_out": "payload", "stat_out": "host", "switch_out": "switch", "state_out": "payload"}
+    variables = {**_SenderModel.variables, "weight": "host", "bias": "host", "back_weight": "host"}
+    peer_outputs = ("s_out", "stat_out", "switch_out")
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self._gain = proc_params["gain"]
         self._dt = proc_params["dt"]
         self._fail_at = proc_params["fail_at_step"]
+        self._fwd_spec, self._fb_spec = proc_params["forward"], proc_params["feedback"]
+        self._exp, self._back_exp = proc_params["weight_exp"], proc_params["back_exp"]
+        self._forward = EventDriven(self._forward_map)
+        self._feedback = EventDriven(self._feedback_map)
+        self._w: np.ndarray | None = None
 
+    # -------------------------------------------------------------- the fan-in synapses
+    def _reload(self, flat: np.ndarray) -> None:
+        sizes = [self.weight.size, self.bias.size, 1, self.back_weight.size, 1]
+        w, b, e, bw, be = np.split(flat, np.cumsum(sizes)[:-1])
+        self.weight = w.reshape(self.weight.shape)
+        self.bias = b.reshape(self.bias.shape)
+        self.back_weight = bw.reshape(self.back_weight.shape)
+        self._exp, self._back_exp = int(e[0]), int(be[0])
+        self._cache()
+
+    def _cache(self) -> None:
+        """Weights in the compute dtype, the bias as a payload (exact integers in fixed point)."""
+        dtype = self.num.compute_dtype
+        self._w = np.ascontiguousarray(self.weight, dtype=dtype)
+        self._b = self.bias.astype(np.int64) if self.num.fixed else self.bias.astype(self.num.np_dtype)
+        if self._fb_spec is not None:
+            back = np.ascontiguousarray(self.back_weight, dtype=dtype)
+            self._back = transposed_kernel(back) if self._fb_spec["kind"] == "conv" else back
+        self._forward.forget()
+        self._feedback.forget()
+
+    def _forward_map(self, s: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``P(w * s + b)`` and its switches (conv), or ``W s + b`` (dense), from ``s^{n-1}``."""
+        spec = self._fwd_spec
+        s = s.astype(self.num.compute_dtype, copy=False)
+        if spec["kind"] == "dense":
+            return (self.num.synaptic(s.reshape(s.shape[0], -1) @ self._w.T, self._exp, self._b),)
+        a = self.num.synaptic(conv2d(s, self._w, spec["padding"]), self._exp, self._b[None, :, None, None])
+        return max_pool(a, spec["pool"])
+
+    def _feedback_map(self, v: np.ndarray, *switch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``w~ * P^-1(v)`` (conv, at the switches of the layer above) or ``W^T v`` (dense), from ``s^{n+1}``."""
+        spec = self._fb_spec
+        v = v.astype(self.num.compute_dtype, copy=False)
+        if spec["kind"] == "dense":
+            out = v.reshape(v.shape[0], -1) @ self._back
+            return (self.num.synaptic(out, self._back_exp).reshape(v.shape[0], *self.s.shape[1:]),)
+        up = unpool(v, switch[0], spec["pool"], spec["pre_pool"][-2:])
+        acc = conv2d(up, self._back, transposed_padding(self._back, spec["padding"]))
+        return (self.num.synaptic(acc, self._back_exp),)
+
+    # -------------------------------------------------------------- a timestep
     def _step(self) -> None:
-        self._reset(self._begin())
+        msg = self._begin()
+        if msg is not None and msg[4]:
+            self._reload(self.params.recv())
+        if self._w is None:
+            self._cache()
+        self._reset(msg)
         stats = self._emit()  # the previous timestep's state: the one-step delay
         if self._fail_at is not None and self._t == self._fail_at:
             raise InjectedFailure(
                 f"injected failure (diagnostic option fail_at_step={self._fail_at}) in state layer "
                 f"{self._index} at lava timestep {self._t}"
             )
-        u = self.a_in.recv()
+        forward = self._forward(self.s_in.recv())
+        if self.proc_params["switches_down"]:
+            self._send("switch_out", forward[1])
+        u = forward[0].astype(np.int64) if self.num.fixed else forward[0]
+        if self._fb_spec is not None:
+            v = self.fb_in.recv()
+            inputs = (v, self.switch_in.recv()) if self._fb_spec["kind"] == "conv" else (v,)
+            u = u + self._feedback(*inputs)[0]
+        if self.proc_params["nudged"]:
+            u = u + self.a_in.recv()
         frozen = self.frozen_in.recv().astype(bool)
         new = self.num.update(self.s, u, self._gain, self._dt)
         new[frozen] = self.s[frozen]
@@ -213,150 +285,47 @@ class _StateModel(_SenderModel):
             self.state_out.send(self.s)
 
 
-# ---------------------------------------------------------------------------- synapses
-class _SynapseModel(_Chunked):
-    """A linear map with re-loadable weights: ``params`` = ``[weight, bias, weight_exp]`` (float64).
+class EventDriven:
+    """A synaptic map evaluated only for the samples whose inputs changed since its last call.
 
-    Event-driven: the map is evaluated only for the samples whose inputs changed since the
-    previous timestep (a frozen or converged sample's, and the constant image's, do not); the
-    others resend their previous outputs. Each sample's output depends on its own inputs only,
-    so this is exact.
+    A frozen or converged sample's inputs (and the constant image) do not change, so their
+    outputs are resent, not recomputed. Each sample's outputs depend on its own inputs only,
+    so this is exact. ``fn`` maps batch-first arrays (any batch size) to a tuple of
+    batch-first outputs.
     """
 
-    inports = {"ctrl": "host", "params": "host"}
-    outports = {"a_out": "payload"}
-    variables = {"weight": "host"}
-    peer_outputs = ("a_out",)
-    has_bias = False
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.forget()
 
-    def __init__(self, proc_params) -> None:
-        super().__init__(proc_params)
-        self._exp = proc_params["weight_exp"]
-        self._w: np.ndarray | None = None
-        self._b: np.ndarray | int = 0
-        self._last_in: tuple[np.ndarray, ...] | None = None
-        self._last_out: tuple[np.ndarray, ...] = ()
+    def forget(self) -> None:
+        """Recompute every sample at the next call (new weights)."""
+        self._inputs: tuple[np.ndarray, ...] | None = None
+        self._outputs: tuple[np.ndarray, ...] = ()
 
-    def _step(self) -> None:
-        msg = self._begin()
-        if msg is not None and msg[4]:
-            self._reload(self.params.recv())
-        if self._w is None:
-            self._cache()
-        inputs = self._receive()
-        outputs = self._evaluate(inputs)
-        for name, out in zip(self.peer_outputs, outputs):
-            self._send(name, out)
-
-    def _evaluate(self, inputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        """:meth:`_map` of ``inputs`` (batch-first arrays), recomputing only the samples that changed."""
-        last = self._last_in
+    def __call__(self, *inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        last = self._inputs
         if last is None:
-            outputs = self._map(*inputs)
+            outputs = self.fn(*inputs)
         else:
             batch = inputs[0].shape[0]
             changed = np.zeros(batch, dtype=bool)
             for new, old in zip(inputs, last):
                 changed |= (new != old).reshape(batch, -1).any(1)
             if changed.all():
-                outputs = self._map(*inputs)
-            elif not changed.any():
-                outputs = self._last_out
+                outputs = self.fn(*inputs)
             else:
-                outputs = self._last_out  # already sent: lava copies on send, so update in place
-                for o, f in zip(outputs, self._map(*(a[changed] for a in inputs))):
-                    o[changed] = f
-        self._last_in = tuple(a.copy() for a in inputs)
-        self._last_out = outputs
+                outputs = self._outputs  # already sent: lava copies on send, so update in place
+                if changed.any():
+                    for o, f in zip(outputs, self.fn(*(a[changed] for a in inputs))):
+                        o[changed] = f
+        self._inputs = tuple(a.copy() for a in inputs)
+        self._outputs = outputs
         return outputs
 
-    def _reload(self, flat: np.ndarray) -> None:
-        n = self.weight.size
-        self.weight = flat[:n].reshape(self.weight.shape)
-        if self.has_bias:
-            self.bias = flat[n : n + self.bias.size].reshape(self.bias.shape)
-        self._exp = int(flat[-1])
-        self._cache()
 
-    def _cache(self) -> None:
-        """Weights in the compute dtype, biases as payloads (exact integers in fixed point)."""
-        self._w = np.ascontiguousarray(self.weight, dtype=self.num.compute_dtype)
-        if self.has_bias:
-            self._b = self.bias.astype(np.int64) if self.num.fixed else self.bias.astype(self.num.np_dtype)
-        self._last_in = None  # new weights: every output is recomputed
-
-    def _receive(self) -> tuple[np.ndarray, ...]:
-        """This timestep's inputs, batch-first (in the order :meth:`_map` takes them)."""
-        raise NotImplementedError
-
-    def _map(self, *inputs: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The outputs for ``inputs`` (any batch size), one per name in ``peer_outputs``."""
-        raise NotImplementedError
-
-
-class _ConvModel(_SynapseModel):
-    """``P(w * s + b)`` and the pooling switches (first argmax per window, as torch)."""
-
-    inports = {**_SynapseModel.inports, "s_in": "payload"}
-    outports = {"a_out": "payload", "switch_out": "switch"}
-    variables = {"weight": "host", "bias": "host"}
-    peer_outputs = ("a_out", "switch_out")
-    has_bias = True
-
-    def _receive(self) -> tuple[np.ndarray, ...]:
-        return (self.s_in.recv(),)
-
-    def _map(self, s: np.ndarray) -> tuple[np.ndarray, ...]:
-        s = s.astype(self.num.compute_dtype, copy=False)
-        a = self.num.synaptic(conv2d(s, self._w, self.proc_params["padding"]), self._exp, self._b[None, :, None, None])
-        return max_pool(a, self.proc_params["pool"])
-
-
-class _ConvTransposeModel(_SynapseModel):
-    """``w~ * P^-1(v)``: each pooled value at the switch of the same timestep's forward conv."""
-
-    inports = {**_SynapseModel.inports, "a_in": "payload", "switch_in": "switch"}
-
-    def _cache(self) -> None:
-        super()._cache()
-        self._flipped = transposed_kernel(self._w)
-
-    def _receive(self) -> tuple[np.ndarray, ...]:
-        return self.a_in.recv(), self.switch_in.recv()
-
-    def _map(self, v: np.ndarray, switch: np.ndarray) -> tuple[np.ndarray, ...]:
-        up = unpool(v, switch, self.proc_params["pool"], self.proc_params["pre_pool"][-2:])
-        pad = transposed_padding(self._flipped, self.proc_params["padding"])
-        acc = conv2d(up.astype(self.num.compute_dtype, copy=False), self._flipped, pad)
-        return (self.num.synaptic(acc, self._exp),)
-
-
-class _DenseModel(_SynapseModel):
-    inports = {**_SynapseModel.inports, "s_in": "payload"}
-    variables = {"weight": "host", "bias": "host"}
-    has_bias = True
-
-    def _receive(self) -> tuple[np.ndarray, ...]:
-        return (self.s_in.recv(),)
-
-    def _map(self, s: np.ndarray) -> tuple[np.ndarray, ...]:
-        s = s.astype(self.num.compute_dtype, copy=False)
-        return (self.num.synaptic(s.reshape(s.shape[0], -1) @ self._w.T, self._exp, self._b),)
-
-
-class _DenseTransposeModel(_SynapseModel):
-    inports = {**_SynapseModel.inports, "a_in": "payload"}
-
-    def _receive(self) -> tuple[np.ndarray, ...]:
-        return (self.a_in.recv(),)
-
-    def _map(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
-        v = v.astype(self.num.compute_dtype, copy=False)
-        out = self.num.synaptic(v @ self._w, self._exp)
-        return (out.reshape(v.shape[0], *self.a_out.shape[1:]),)
-
-
-class _NudgeModel(_SynapseModel):
+# ---------------------------------------------------------------------------- nudging
+class _NudgeModel(_Chunked):
     """``-beta dL/ds^N`` at the drive scale; zeros while ``beta = 0``.
 
     The readout and softmax are evaluated in float64 from the received (decoded) state;
@@ -364,26 +333,28 @@ class _NudgeModel(_SynapseModel):
     saturated, like every other payload.
     """
 
-    inports = {**_SynapseModel.inports, "s_in": "payload", "load": "host"}
+    inports = {"ctrl": "host", "params": "host", "s_in": "payload", "load": "host"}
+    outports = {"a_out": "payload"}
     variables = {"weight": "host", "bias": "host"}
-    has_bias = True
+    peer_outputs = ("a_out",)
 
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self._target: np.ndarray | None = None
-
-    def _cache(self) -> None:
-        self._w = np.asarray(self.weight, dtype=np.float64)
-        self._b = np.asarray(self.bias, dtype=np.float64)
+        self._w: np.ndarray | None = None
 
     def _step(self) -> None:
         msg = self._begin()
         if msg is not None and msg[1]:
             self._target = self.load.recv()
         if msg is not None and msg[4]:
-            self._reload(self.params.recv())
+            flat = self.params.recv()
+            self.weight = flat[: self.weight.size].reshape(self.weight.shape)
+            self.bias = flat[self.weight.size : self.weight.size + self.bias.size].reshape(self.bias.shape)
+            self._w = None
         if self._w is None:
-            self._cache()
+            self._w = np.asarray(self.weight, dtype=np.float64)
+            self._b = np.asarray(self.bias, dtype=np.float64)
         s = self.s_in.recv()
         if self.beta == 0.0:
             self._send("a_out", np.zeros(self.a_out.shape, dtype=self.num.np_dtype))
@@ -450,10 +421,6 @@ class _MonitorModel(_Chunked):
 IMPLEMENTATIONS: dict[type, type[_Guarded]] = {
     P.InputLayer: _InputModel,
     P.StateLayer: _StateModel,
-    P.ConvSynapses: _ConvModel,
-    P.ConvTransposeSynapses: _ConvTransposeModel,
-    P.DenseSynapses: _DenseModel,
-    P.DenseTransposeSynapses: _DenseTransposeModel,
     P.Nudge: _NudgeModel,
     P.Monitor: _MonitorModel,
 }

@@ -4,15 +4,16 @@ Every port carries a whole batch: arrays ``(B, ...)``. One lava timestep is one
 synchronous (Jacobi) update of all state layers; see docs/lava.md for the diagram.
 
 * :class:`InputLayer` holds ``s^0`` (normalised images) and sends it every timestep.
-* :class:`StateLayer` holds ``s^n``; at each timestep it first sends the state of the
-  previous timestep (**the network's one-step delay**), then receives its summed drive
-  (lava adds the messages of every OutPort connected to ``a_in``: forward + feedback)
-  and updates ``s <- (1 - dt) s + dt sigma(u)``.
-* :class:`ConvSynapses` ``P(w * s + b)`` (conv, bias and max pooling; it also sends the
-  pooling switches), :class:`ConvTransposeSynapses` ``w~ * P^-1(v)`` (unpooling to the
-  switches of the current forward conv, then the transposed conv), :class:`DenseSynapses`
-  ``W s + b`` and :class:`DenseTransposeSynapses` ``W^T v``: stateless, they receive and
-  send within the same timestep; their weights can be re-loaded by the host.
+* :class:`StateLayer` holds ``s^n`` and the synapses that end on it, as a Loihi core
+  holds its neurons' fan-in synapses: the forward projection from ``s^{n-1}``
+  (``P(w_n * s + b_n)``: conv, bias and max pooling, or dense ``W_n s + b_n``) and, below
+  the top, the feedback from ``s^{n+1}`` (``w~_{n+1} * P^-1(v)``: unpooling to the switches
+  that layer ``n+1``'s forward pooling sends within the timestep, then the transposed conv;
+  or dense ``W_{n+1}^T v``). At each timestep it first sends the state of the previous
+  timestep (**the network's one-step delay**), then evaluates its drive
+  ``u = forward + feedback (+ nudge)`` and updates ``s <- (1 - dt) s + dt sigma(u)``. Its
+  weights can be re-loaded by the host. Messages between processes are states (and pooling
+  switches): what travels between cores.
 * :class:`Nudge` computes the output nudging drive ``-beta dL/ds^N`` from the last state
   layer (target and ``beta`` loaded by the host), added to that layer's input.
 * Input and state layers optionally send **deltas** (sigma-delta messaging): a neuron
@@ -30,6 +31,8 @@ arrays one element per message.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ephw.lava import compat
 
@@ -95,84 +98,87 @@ class InputLayer(_Sender):
 
 
 class StateLayer(_Sender):
-    """A dynamic layer ``s^n`` ``(B, *shape)``: ``s <- (1 - dt) s + dt clamp(g u, 0, 1)``.
+    """A dynamic layer ``s^n`` ``(B, *shape)`` with its fan-in synapses: ``s <- (1 - dt) s + dt clamp(g u, 0, 1)``.
 
     Args (besides :class:`_Sender`'s):
         gain: slope ``g`` of the hard sigmoid.
         dt: damping of the update (1: plain Jacobi iteration).
+        forward: the projection from ``s^{n-1}``: ``{"kind": "conv"|"dense", "padding", "pool",
+            "src": (B, *s^{n-1}), "pre_pool": (B, *conv output)}``; ``weight``, ``bias``,
+            ``weight_exp`` its numbers.
+        feedback: the projection from ``s^{n+1}`` (the next layer's ``forward`` dict, with
+            ``"dst": (B, *s^{n+1})``), or ``None`` for the top layer; ``back_weight``,
+            ``back_exp`` its numbers (the next layer's forward weights).
+        switches_down: send this layer's pooling switches to the layer below (its feedback
+            needs them); false when the layer below is the input.
+        nudged: the top layer: receives the :class:`Nudge` drive.
         fail_at_step: diagnostic/test hook: raise inside the process model at this timestep.
+
+    ``params`` carries ``[weight, bias, weight_exp, back_weight, back_exp]`` flattened (float64).
     """
 
-    def __init__(self, *, shape, gain: float, dt: float, fail_at_step: int | None = None, **kwargs) -> None:
-        super().__init__(shape=shape, gain=gain, dt=dt, fail_at_step=fail_at_step, **kwargs)
-        self.a_in = InPort(shape=shape)
+    def __init__(
+        self,
+        *,
+        shape,
+        gain: float,
+        dt: float,
+        forward: dict,
+        weight,
+        bias,
+        weight_exp: int,
+        feedback: dict | None = None,
+        back_weight=None,
+        back_exp: int = 0,
+        switches_down: bool = False,
+        nudged: bool = False,
+        fail_at_step: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            shape=shape,
+            gain=gain,
+            dt=dt,
+            forward=forward,
+            weight_exp=weight_exp,
+            feedback=feedback,
+            back_exp=back_exp,
+            switches_down=switches_down,
+            nudged=nudged,
+            fail_at_step=fail_at_step,
+            **kwargs,
+        )
+        self.weight = Var(shape=weight.shape, init=weight)
+        self.bias = Var(shape=bias.shape, init=bias)
+        back = back_weight if back_weight is not None else np.zeros(1)
+        self.back_weight = Var(shape=back.shape, init=back)
+        self.params = _host_in((weight.size + bias.size + back.size + 2,))
+        self.s_in = InPort(shape=tuple(forward["src"]))
+        # unused ports of a layer stay unconnected and are never read
+        above = tuple(feedback["dst"]) if feedback is not None else shape
+        self.fb_in = InPort(shape=above)
+        self.switch_in = InPort(shape=above)
+        self.switch_out = OutPort(shape=shape)
+        self.a_in = InPort(shape=shape)  # the nudge drive (top layer)
         self.frozen_in = InPort(shape=(shape[0],))
         self.state_out = _host_out(shape)
 
 
-class _Synapses(_Controlled):
-    """A linear map whose weights (and bias) the host can re-load: ``params`` carries
-    ``[weight.ravel(), bias.ravel(), weight_exp]`` as float64."""
-
-    def __init__(self, *, weight, bias=None, weight_exp: int = 0, numerics: dict, **kwargs) -> None:
-        super().__init__(weight_exp=weight_exp, numerics=numerics, **kwargs)
-        self.weight = Var(shape=weight.shape, init=weight)
-        n = weight.size + 1
-        if bias is not None:
-            self.bias = Var(shape=bias.shape, init=bias)
-            n += bias.size
-        self.params = _host_in((n,))
-
-
-class ConvSynapses(_Synapses):
-    """``P(w * s + b)``: ``(B, C_in, H, W) -> (B, C_out, H'/p, W'/p)`` and the pooling switches."""
-
-    def __init__(self, *, in_shape, out_shape, weight, bias, padding: int, pool: int, **kwargs) -> None:
-        super().__init__(weight=weight, bias=bias, padding=padding, pool=pool, **kwargs)
-        self.s_in = InPort(shape=in_shape)
-        self.a_out = OutPort(shape=out_shape)
-        self.switch_out = OutPort(shape=out_shape)
-
-
-class ConvTransposeSynapses(_Synapses):
-    """Feedback ``w~ * P^-1(v)``: ``(B, C_out, h, w) -> (B, C_in, H, W)`` (no bias)."""
-
-    def __init__(self, *, in_shape, pre_pool, out_shape, weight, padding: int, pool: int, **kwargs) -> None:
-        super().__init__(weight=weight, padding=padding, pool=pool, pre_pool=tuple(pre_pool), **kwargs)
-        self.a_in = InPort(shape=in_shape)
-        self.switch_in = InPort(shape=in_shape)
-        self.a_out = OutPort(shape=out_shape)
-
-
-class DenseSynapses(_Synapses):
-    """Forward ``W s + b``: ``(B, *in) -> (B, out)`` (the input is flattened)."""
-
-    def __init__(self, *, in_shape, out_shape, weight, bias, **kwargs) -> None:
-        super().__init__(weight=weight, bias=bias, **kwargs)
-        self.s_in = InPort(shape=in_shape)
-        self.a_out = OutPort(shape=out_shape)
-
-
-class DenseTransposeSynapses(_Synapses):
-    """Feedback ``W^T v``: ``(B, out) -> (B, *in)``."""
-
-    def __init__(self, *, in_shape, out_shape, weight, **kwargs) -> None:
-        super().__init__(weight=weight, **kwargs)
-        self.a_in = InPort(shape=in_shape)
-        self.a_out = OutPort(shape=out_shape)
-
-
-class Nudge(_Synapses):
+class Nudge(_Controlled):
     """Output nudging ``-beta dL/ds^N`` ``(B, *shape)`` from the last state layer's ``s^N``.
 
     ``output="softmax"``: ``L = CE(W s + b, y)``, ``dL/ds = W^T (softmax(W s + b) - y)``
     (``weight`` ``(classes, n)``, ``bias`` ``(classes,)``: the readout); ``output="mse"``:
     ``L = |s - y|^2 / 2``, ``dL/ds = s - y`` (``weight`` unused). ``beta`` arrives with every
-    ``ctrl`` message, the target ``y`` ``(B, classes)`` on ``load`` at every reset.
+    ``ctrl`` message, the target ``y`` ``(B, classes)`` on ``load`` at every reset; ``params``
+    carries ``[weight, bias, 0]`` flattened.
     """
 
-    def __init__(self, *, shape, classes: int, output: str, weight, bias, **kwargs) -> None:
-        super().__init__(weight=weight, bias=bias, output=output, **kwargs)
+    def __init__(self, *, shape, classes: int, output: str, weight, bias, numerics: dict, **kwargs) -> None:
+        super().__init__(output=output, numerics=numerics, weight_exp=0, **kwargs)
+        self.weight = Var(shape=weight.shape, init=weight)
+        self.bias = Var(shape=bias.shape, init=bias)
+        self.params = _host_in((weight.size + bias.size + 1,))
         self.s_in = InPort(shape=shape)
         self.a_out = OutPort(shape=shape)
         self.load = _host_in((shape[0], classes))
