@@ -92,19 +92,10 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
     out += _table(["model", "kind"], info) + [""]
 
     out += ["## Obfuscation checklist (Carlini et al. 2019)", ""]
-    if suspect:
-        out += [
-            f"**⚠ Suspect (a checklist item failed): {', '.join(sorted(suspect))}.** "
-            "Their robustness numbers may reflect gradient obfuscation, not robustness.",
-            "",
-        ]
-    body = []
-    for it in check["items"]:
-        status = "**FAIL ⚠**" if it["status"] == checklist.FAIL else it["status"]
-        shown = [f for f in it["findings"] if f["status"] == checklist.FAIL] or it["findings"]
-        detail = "<br>".join(f"{f['model']}{' / ' + f['attack'] if f['attack'] else ''}: {f['detail']}" for f in shown)
-        body.append([it["title"], status, detail])
-    out += _table(["item", "status", "details"], body) + [""]
+    if not any(r["kind"] == "attack" for r in rows):
+        out += ["No attack rows (corruptions or clean accuracy only): the checklist does not apply.", ""]
+    else:
+        out += _checklist_table(check, suspect)
 
     out += _worst_case_tables(rows, models, label, n)
 
@@ -156,6 +147,24 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
         out += _corruption_tables(corr, models, label, figures, n)
     out += _classwise(rows, models, label, cur)
     return "\n".join(out) + "\n"
+
+
+def _checklist_table(check: dict[str, Any], suspect: set[str]) -> list[str]:
+    """The checklist's lines: a warning naming suspect models, then one row per item."""
+    out = []
+    if suspect:
+        out += [
+            f"**⚠ Suspect (a checklist item failed): {', '.join(sorted(suspect))}.** "
+            "Their robustness numbers may reflect gradient obfuscation, not robustness.",
+            "",
+        ]
+    body = []
+    for it in check["items"]:
+        status = "**FAIL ⚠**" if it["status"] == checklist.FAIL else it["status"]
+        shown = [f for f in it["findings"] if f["status"] == checklist.FAIL] or it["findings"]
+        detail = "<br>".join(f"{f['model']}{' / ' + f['attack'] if f['attack'] else ''}: {f['detail']}" for f in shown)
+        body.append([it["title"], status, detail])
+    return out + _table(["item", "status", "details"], body) + [""]
 
 
 def _rerun_label(check: str) -> str:

@@ -116,3 +116,16 @@ def test_device_option_is_accepted(tmp_path, capsys):
     assert main(["robustness", "run", "--config", str(cfg), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     assert main(["robustness", "report", str(out), "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["report"].endswith("report.md")
+
+
+def test_a_corruptions_only_report_says_the_checklist_does_not_apply(tmp_path):
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    cfg = _cfg(ckpt)
+    cfg["attacks"] = []
+    cfg["corruptions"] = {"names": ["gaussian_noise"], "severities": [1]}
+    out = tmp_path / "r.jsonl"
+    run_robustness(config_from_dict(cfg), out, progress=False)
+    assert any(r["kind"] == "corruption" for r in read_rows(out))
+    text = write_report(out, tmp_path / "report")["report"].read_text()
+    assert "the checklist does not apply" in text and "not checked" not in text
+    assert "gaussian_noise" in text
