@@ -45,6 +45,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="robustness stage: run only this part of the budget's grid (repeatable; e.g. black-box; "
         "default every part, in order)",
     )
+    p.add_argument(
+        "--step",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="training stages: run only this step (repeatable; names as --list prints them, e.g. "
+        "distilled-ll-s1); done steps still get their provenance stamp",
+    )
     p.set_defaults(func=run_reproduce)
 
 
@@ -69,13 +77,14 @@ def run_reproduce(args: argparse.Namespace) -> int:
         docs_dir=Path(args.docs),
         shard=parse_shard(args.shard) if args.shard is not None else None,
         parts=args.part,
+        only_steps=args.step,
     )
     if args.list:
         for step in pipe.steps:
             state = (
                 "done" if pipe.is_done(step) else "resume" if (pipe.folder(step) / "checkpoint.pt").is_file() else "-"
             )
-            print(f"{step.stage:10s} {state:7s} ephw {' '.join(pipe.command(step))}")
+            print(f"{step.stage:10s} {step.name:26s} {state:7s} ephw {' '.join(pipe.command(step))}")
         return 0
     with pipe.lock(stages):
         statuses = pipe.run(stages)

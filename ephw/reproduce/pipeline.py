@@ -91,6 +91,7 @@ class Pipeline:
         docs_dir: str | Path = "docs/results",
         shard: Shard | None = None,
         parts: Sequence[str] | None = None,
+        only_steps: Sequence[str] | None = None,
     ) -> None:
         self.data = data
         self.data_root = data_root
@@ -110,6 +111,12 @@ class Pipeline:
             bad = [p for p in self.parts if p not in known]
             if bad:
                 raise ConfigError(f"unknown robustness part {bad[0]!r}: use one of {', '.join(known)}")
+        self.only_steps = tuple(only_steps) if only_steps else None  # training stages: only these steps
+        if self.only_steps:
+            known = [st.name for st in self.steps]
+            bad = [n for n in self.only_steps if n not in known]
+            if bad:
+                raise ConfigError(f"unknown step {bad[0]!r}: use one of {', '.join(known)}")
         self._sha: str | None = None
 
     @staticmethod
@@ -161,7 +168,7 @@ class Pipeline:
         ensure_dir(self.run_dir)
         out: list[StepStatus] = []
         for step in self.steps:
-            if step.stage not in stages:
+            if step.stage not in stages or (self.only_steps and step.name not in self.only_steps):
                 continue
             folder = self.folder(step)
             if self.is_done(step):
@@ -274,8 +281,10 @@ class Pipeline:
 
         With a shard the robustness stage's lock is the shard's own
         (``.stage-robustness.shard-K-of-N.lock``), with ``parts`` the parts' own
-        (``.stage-robustness.part-NAME…``): the shards (and parts) of one run go side by side; two
-        processes on the same part and shard are still kept apart by its results file's lock.
+        (``.stage-robustness.part-NAME…``), and a training stage limited to ``only_steps`` its steps'
+        own (``.stage-distill.step-NAME…``): the shards, parts (and chosen steps) of one run go side
+        by side; two processes on the same part and shard are still kept apart by its results
+        file's lock, two on the same step by its training folder's lock.
         """
         ensure_dir(self.run_dir)
         stack = ExitStack()
@@ -286,6 +295,8 @@ class Pipeline:
                     name += "".join(f".part-{p}" for p in self.parts)
                 if stage == "robustness" and self.shard is not None:
                     name += f".shard-{self.shard.index}-of-{self.shard.count}"
+                if stage not in ("robustness", "report") and self.only_steps:
+                    name += "".join(f".step-{n}" for n in self.only_steps)
                 stack.enter_context(OutputLock(self.run_dir / f".stage-{name}"))
         except BaseException:
             stack.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ephw.checkpoint import read_meta
 from ephw.cli.main import main
 from ephw.errors import ConfigError, OutputError
 from ephw.reproduce.pipeline import Pipeline
@@ -344,3 +345,25 @@ def test_cifar100_runs_unchanged(tmp_path: Path) -> None:
     assert main([*args, "--stage", "train-ep", "--docs", str(tmp_path / "docs")]) == 0
     meta = json.loads(torch.load(run / "ep-s0" / "model.pt", weights_only=True)["meta"])
     assert meta["data"] == "cifar100" and meta["command"].startswith("ephw train ep --data cifar100 --data-root")
+
+
+def test_only_chosen_steps_run_and_lock_apart(tmp_path: Path, tiny_tree: Path) -> None:
+    """``--step NAME`` runs (and stamps) only the named steps; two different steps' runs go side by side."""
+    calls: list[list[str]] = []
+    names = [s.name for s in Pipeline("cifar10", "smoke", tmp_path / "run").steps if s.stage == "baselines"]
+    chosen = names[-1]
+    pipe = Pipeline(
+        "cifar10", "smoke", tmp_path / "run", str(tiny_tree), fake_runner(calls), ship_dir=None, only_steps=[chosen]
+    )
+    statuses = pipe.run_steps(["train-ep", "baselines"], log=lambda _: None)
+    assert [(s.step.name, s.status) for s in statuses] == [(chosen, "ran")]
+    assert len(calls) == 1 and calls[0][calls[0].index("--out") + 1].endswith(chosen)
+    assert read_meta(tmp_path / "run" / chosen / "model.pt")["pipeline_step"] == chosen
+    with pipe.lock(["baselines"]):
+        other = Pipeline("cifar10", "smoke", tmp_path / "run", only_steps=[names[0]])
+        with other.lock(["baselines"]):
+            pass
+        with pytest.raises(OutputError, match="in use by another ephw run"):
+            Pipeline("cifar10", "smoke", tmp_path / "run", only_steps=[chosen]).lock(["baselines"])
+    with pytest.raises(ConfigError, match="unknown step 'nope'"):
+        Pipeline("cifar10", "smoke", tmp_path / "run", only_steps=["nope"])
