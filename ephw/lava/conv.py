@@ -7,8 +7,9 @@ switch-routed unpooling ``P^-1`` live here as pure numpy functions.
 Shapes: images/maps ``(B, C, H, W)``; conv weights ``(C_out, C_in, k, k)`` (stride 1,
 symmetric zero padding ``p``); pooling windows ``pool x pool`` with floor cropping as
 ``torch.nn.functional.max_pool2d``. Integer inputs (the fixed-point models) are
-convolved in float64, which is exact while every partial sum stays below ``2**53``
-(true for 8-bit weight mantissas times 24-bit payloads over up to ``2**21`` terms).
+convolved in float32 where every partial sum provably stays below ``2**24`` in magnitude,
+else in float64, exact below ``2**53`` (8-bit weight mantissas times 24-bit payloads over up
+to ``2**21`` terms); :meth:`ephw.lava.numerics.Numerics.sum_dtype` decides.
 """
 
 from __future__ import annotations

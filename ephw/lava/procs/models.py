@@ -221,34 +221,35 @@ class _StateModel(_SenderModel):
         self._cache()
 
     def _cache(self) -> None:
-        """Weights in the compute dtype, the bias as a payload (exact integers in fixed point)."""
-        dtype = self.num.compute_dtype
-        self._w = np.ascontiguousarray(self.weight, dtype=dtype)
+        """Weights in their sum dtypes, the bias as a payload (exact integers in fixed point)."""
+        self._w = SynapticWeights(self.weight, self.num)
         self._b = self.bias.astype(np.int64) if self.num.fixed else self.bias.astype(self.num.np_dtype)
         if self._fb_spec is not None:
-            back = np.ascontiguousarray(self.back_weight, dtype=dtype)
-            self._back = transposed_kernel(back) if self._fb_spec["kind"] == "conv" else back
+            if self._fb_spec["kind"] == "conv":
+                self._back = SynapticWeights(transposed_kernel(self.back_weight), self.num)
+            else:  # used as v @ W: an output sums over W's first axis
+                self._back = SynapticWeights(self.back_weight, self.num, out_axis=1)
         self._forward.forget()
         self._feedback.forget()
 
     def _forward_map(self, s: np.ndarray) -> tuple[np.ndarray, ...]:
         """``P(w * s + b)`` and its switches (conv), or ``W s + b`` (dense), from ``s^{n-1}``."""
         spec = self._fwd_spec
-        s = s.astype(self.num.compute_dtype, copy=False)
+        s, w = self._w.cast(s)
         if spec["kind"] == "dense":
-            return (self.num.synaptic(s.reshape(s.shape[0], -1) @ self._w.T, self._exp, self._b),)
-        a = self.num.synaptic(conv2d(s, self._w, spec["padding"]), self._exp, self._b[None, :, None, None])
+            return (self.num.synaptic(s.reshape(s.shape[0], -1) @ w.T, self._exp, self._b),)
+        a = self.num.synaptic(conv2d(s, w, spec["padding"]), self._exp, self._b[None, :, None, None])
         return max_pool(a, spec["pool"])
 
     def _feedback_map(self, v: np.ndarray, *switch: np.ndarray) -> tuple[np.ndarray, ...]:
         """``w~ * P^-1(v)`` (conv, at the switches of the layer above) or ``W^T v`` (dense), from ``s^{n+1}``."""
         spec = self._fb_spec
-        v = v.astype(self.num.compute_dtype, copy=False)
         if spec["kind"] == "dense":
-            out = v.reshape(v.shape[0], -1) @ self._back
+            v, w = self._back.cast(v)
+            out = v.reshape(v.shape[0], -1) @ w
             return (self.num.synaptic(out, self._back_exp).reshape(v.shape[0], *self.s.shape[1:]),)
-        up = unpool(v, switch[0], spec["pool"], spec["pre_pool"][-2:])
-        acc = conv2d(up, self._back, transposed_padding(self._back, spec["padding"]))
+        up, w = self._back.cast(unpool(v, switch[0], spec["pool"], spec["pre_pool"][-2:]))
+        acc = conv2d(up, w, transposed_padding(w, spec["padding"]))
         return (self.num.synaptic(acc, self._back_exp),)
 
     # -------------------------------------------------------------- a timestep
@@ -283,6 +284,24 @@ class _StateModel(_SenderModel):
         self.s = new
         if self._at_end():
             self.state_out.send(self.s)
+
+
+class SynapticWeights:
+    """A weight array in every dtype its sums may use (:meth:`Numerics.sum_dtype`) and the
+    bound that picks one per call: ``l1``, the largest sum of ``|w|`` over one output's inputs
+    (``out_axis``: the axis that indexes outputs)."""
+
+    def __init__(self, w: np.ndarray, num: Numerics, out_axis: int = 0) -> None:
+        self.num = num
+        self.by_dtype = {dt: np.ascontiguousarray(w, dtype=dt) for dt in num.sum_dtypes}
+        a = np.moveaxis(np.abs(np.asarray(w, dtype=np.float64)), out_axis, 0)
+        self.l1 = float(a.reshape(a.shape[0], -1).sum(1).max()) if a.size else 0.0
+
+    def cast(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` and the weights, both in the dtype in which ``w . x`` is exact (fixed point) or the payload's."""
+        peak = float(np.abs(x).max()) if self.num.fixed and x.size else 0.0
+        dt = self.num.sum_dtype(self.l1, peak)
+        return x.astype(dt, copy=False), self.by_dtype[dt]
 
 
 class EventDriven:
