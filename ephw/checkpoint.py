@@ -8,6 +8,7 @@ while saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -106,15 +107,34 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(_load_any(path).get("meta", "{}"))
 
 
+#: meta key: sha256s of earlier versions of the file that differed from it in meta only
+#: (:func:`update_meta` records them), so results keyed by a file's hash survive a meta edit
+META_EDITED_FROM = "meta_edited_from_sha256"
+
+
 def update_meta(path: str | Path, updates: dict[str, Any]) -> None:
-    """Merge ``updates`` into the JSON meta of an ephw file (any format), rewriting it atomically."""
+    """Merge ``updates`` into the JSON meta of an ephw file (any format), rewriting it atomically.
+
+    The file's sha256 before the edit joins the meta's :data:`META_EDITED_FROM` list: the
+    weights are untouched, so what was measured under the old hash still holds
+    (:func:`same_weights_hashes`).
+    """
     path = Path(path)
     checkpoint_format(path)  # an ephw file, or a one-line CheckpointError
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
     blob = _load_any(path)
     meta = json.loads(blob.get("meta", "{}"))
     meta.update(updates)
+    meta[META_EDITED_FROM] = sorted({*meta.get(META_EDITED_FROM, []), before})
     blob["meta"] = json.dumps(meta, sort_keys=True)
     write_blob(path, blob)
+
+
+def same_weights_hashes(path: str | Path) -> set[str]:
+    """sha256 of the file and of its earlier meta-only versions (:data:`META_EDITED_FROM`)."""
+    path = Path(path)
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {now, *read_meta(path).get(META_EDITED_FROM, [])}
 
 
 def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, Any]:

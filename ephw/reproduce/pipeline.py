@@ -172,8 +172,7 @@ class Pipeline:
                 continue
             folder = self.folder(step)
             if self.is_done(step):
-                if "pipeline_step" not in read_meta(folder / "model.pt"):  # trained by hand with the same command
-                    self._stamp(step, self.command(step))
+                self.ensure_stamped(step)
                 out.append(StepStatus(step, "done", folder))
                 self.ship(step)
                 self.shipped_settle(step, log)
@@ -212,6 +211,13 @@ class Pipeline:
         if self._sha is None:
             self._sha = data_sha256(self.data, self.data_root)
         return self._sha
+
+    def ensure_stamped(self, step: Step) -> None:
+        """Stamp a finished model that lacks the pipeline's provenance (trained by hand with the
+        step's command). The stamp rewrites ``model.pt``, so it must happen before any robustness
+        row hashes the file: the robustness stage calls this for every model it takes."""
+        if "pipeline_step" not in read_meta(self.folder(step) / "model.pt"):
+            self._stamp(step, self.command(step))
 
     def _stamp(self, step: Step, argv: list[str]) -> None:
         """Add the exact command, seed, model family and data hash to the finished model's meta."""

@@ -51,6 +51,7 @@ def trained_models(pipe: Pipeline, ep: dict[str, Any]) -> list[dict[str, Any]]:
     for step in sorted(pipe.steps, key=lambda s: s.seed):  # stable: plan order within a seed
         path = pipe.folder(step) / "model.pt"
         if path.is_file():
+            pipe.ensure_stamped(step)  # before any row hashes the file
             entry = {"name": f"{step.model} [s{step.seed}]", "path": str(path)}
             models.append({**entry, **ep} if step.stage == "train-ep" else entry)
     return models

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ephw import distributed
+from ephw.checkpoint import same_weights_hashes
 from ephw.data import ImageSet, load_dataset
 from ephw.data.order import stratified_order
 from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, OutputError
@@ -268,6 +270,7 @@ class _Runner:
         self._surrogate: dict[tuple, torch.Tensor] = {}
         self._corrupted: dict[tuple, torch.Tensor] = {}
         self._hashes: dict[str, str] = {}
+        self._aliases: dict[str, set[str]] = {}
         self.stochastic: set[str] = set()
         names = [m.name for m in cfg.models]
         self.surrogates = {  # models whose full-strength adversarials other rows replay
@@ -292,6 +295,28 @@ class _Runner:
                     raise CheckpointError(f"checkpoint not found: {spec.file}")
                 self._hashes[name] = file_sha256(spec.file)
         return self._hashes[name]
+
+    def same_weights(self, name: str) -> set[str]:
+        """:meth:`weights_hash` and the hashes of the checkpoint's earlier meta-only versions:
+        rows made under any of them hold for these weights (``ephw.checkpoint.update_meta``)."""
+        if name not in self._aliases:
+            known = set() if name in self.ready else same_weights_hashes(self.specs[name].file)
+            self._aliases[name] = {self.weights_hash(name), *known}
+        return self._aliases[name]
+
+    def matches(self, row: dict[str, Any], task: Task) -> bool:
+        """Whether ``row`` was made by ``task``'s settings on these weights (under any of their hashes)."""
+        names = [task.model, *([self._surrogate_of(task)] if self._surrogate_of(task) else [])]
+        for hashes in itertools.product(*(sorted(self.same_weights(n)) for n in names)):
+            if row.get("fingerprint") == self.fingerprint(task, dict(zip(names, hashes))):
+                return True
+        return False
+
+    @staticmethod
+    def _surrogate_of(task: Task) -> str | None:
+        if task.check and task.check.split(":")[0] in ("transfer", "warm"):
+            return task.check.split(":", 1)[1]
+        return None
 
     @property
     def data(self) -> ImageSet:
@@ -319,7 +344,13 @@ class _Runner:
             self.stochastic.add(name)
         return random
 
-    def fingerprint(self, task: Task) -> str:
+    def fingerprint(self, task: Task, hashes: dict[str, str] | None = None) -> str:
+        """The row key's settings digest; ``hashes`` overrides :meth:`weights_hash` per model name."""
+        hashes = hashes or {}
+
+        def weights(name: str) -> str:
+            return hashes.get(name) or self.weights_hash(name)
+
         extra: Any = None
         if task.kind == "attack":  # the eps is part of the row's key, not of its settings
             spec = self.attacks[task.attack]
@@ -330,10 +361,9 @@ class _Runner:
             extra = self.cfg.corruptions.table
         elif task.kind == "zero-grad":
             extra = self.cfg.checks.zero_grad_images
-        surrogate = None
-        if task.check and task.check.split(":")[0] in ("transfer", "warm"):
-            surrogate = task.check.split(":", 1)[1]
-            extra = [extra, self.specs[surrogate], self.weights_hash(surrogate)]
+        surrogate = self._surrogate_of(task)
+        if surrogate is not None:
+            extra = [extra, self.specs[surrogate], weights(surrogate)]
         elif task.check == "cascade":  # a cascade row depends on every attack before it
             checks = dataclasses.asdict(self.cfg.checks)
             if not (checks["escalate"] and (checks["double_steps"] or checks["double_restarts"])):
@@ -343,7 +373,7 @@ class _Runner:
             extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], checks]
         return fingerprint(
             self.specs[task.model],
-            self.weights_hash(task.model),
+            weights(task.model),
             extra,
             self.cfg.n,
             self.cfg.data,
@@ -657,10 +687,10 @@ def _run_locked(
     runner.order = {t.key: i for i, t in enumerate(tasks)}
     for t in tasks:  # refuse to mix configurations (or weights) under the same names
         row = done.get(t.key)
-        if row is not None and row.get("fingerprint") != runner.fingerprint(t):
+        if row is not None and not runner.matches(row, t):
             why = (
                 "different weights"
-                if row.get("weights_sha256") not in (None, runner.weights_hash(t.model))
+                if row.get("weights_sha256") not in (None, *runner.same_weights(t.model))
                 else ("different settings")
             )
             raise ConfigError(

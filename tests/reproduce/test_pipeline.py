@@ -64,6 +64,14 @@ def fake_runner(calls: list[list[str]], fail: set[str] = frozenset(), code: int 
     return run
 
 
+def _stamped_model(folder: Path) -> None:
+    """A finished step's model.pt that already carries the pipeline's provenance stamp."""
+    from ephw.checkpoint import save_model
+    from ephw.model import EnergyModel, named_config
+
+    save_model(folder / "model.pt", EnergyModel(named_config("digits")), {"pipeline_step": folder.name})
+
+
 def test_skip_resume_and_wait(tmp_path: Path, tiny_tree: Path) -> None:
     calls: list[list[str]] = []
     pipe = Pipeline("cifar10", "smoke", tmp_path / "run", str(tiny_tree), fake_runner(calls, {"ep-s0"}), ship_dir=None)
@@ -164,6 +172,20 @@ def test_model_trained_by_hand_gets_provenance(tmp_path: Path, tiny_tree: Path) 
     assert meta["seed"] == 0 and meta["pipeline_step"] == "bp-s0" and len(meta["data_sha256"]) == 64
 
 
+def test_the_robustness_stage_stamps_a_hand_trained_model_before_it_hashes_it(tmp_path: Path, tiny_tree: Path) -> None:
+    """The stamp rewrites model.pt: made after robustness rows, it would orphan them (another sha256)."""
+    from ephw.reproduce.robustness import trained_models
+
+    run = tmp_path / "run"
+    fake_runner([])(["train", "bp", "--out", str(run / "bp-s0")])
+    pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner([]), ship_dir=None)
+    assert [m["name"] for m in trained_models(pipe, {})] == ["BP-CNN [s0]"]
+    before = (run / "bp-s0" / "model.pt").read_bytes()
+    assert read_meta(run / "bp-s0" / "model.pt")["pipeline_step"] == "bp-s0"
+    pipe.run_steps(["baselines"], log=lambda _: None)  # a later training-stage call: the file stays as hashed
+    assert (run / "bp-s0" / "model.pt").read_bytes() == before
+
+
 def test_same_stage_twice_on_one_run_dir_is_refused_other_stages_run(tmp_path: Path) -> None:
     pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
     with pipe.lock(["train-ep"]):
@@ -201,8 +223,7 @@ def test_robustness_parts_run_alone_and_lock_apart(tmp_path: Path, monkeypatch: 
             pass
         with pytest.raises(OutputError, match="in use by another ephw run"):
             Pipeline("cifar10", "gpu", run, parts=["white-box"]).lock(["robustness"])
-    (run / "ep-s0").mkdir(parents=True)
-    (run / "ep-s0" / "model.pt").write_bytes(b"")
+    _stamped_model(run / "ep-s0")
     ran: list[str] = []
     monkeypatch.setattr(runner_mod, "run_robustness", lambda cfg, out, shard=None: ran.append(Path(out).name))
     monkeypatch.setattr("ephw.robustness.report.write_report", lambda *a, **k: None)
@@ -217,8 +238,7 @@ def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_p
 
     pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
     for name in ("ep-s0", "bp-s0", "bp-s1", "adv-s1", "distilled-s0"):
-        (tmp_path / "run" / name).mkdir(parents=True)
-        (tmp_path / "run" / name / "model.pt").write_bytes(b"")
+        _stamped_model(tmp_path / "run" / name)
     names = [m["name"] for m in trained_models(pipe, {"backend": "async"})]
     assert names == ["EP-CNN [s0]", "BP-CNN [s0]", "Distilled BP-CNN [s0]", "BP-CNN [s1]", "Adv-CNN [s1]"]
 

@@ -47,6 +47,25 @@ def test_resume_with_changed_weights_at_the_same_path_is_refused(tmp_path):
         run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False)
 
 
+def test_a_meta_only_edit_keeps_the_rows_a_weight_change_does_not(tmp_path):
+    from ephw.checkpoint import META_EDITED_FROM, read_meta, update_meta
+
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    out = tmp_path / "r.jsonl"
+    cfg = _cfg(ckpt)
+    cfg["checks"]["transfer_from"] = "ff"  # a row that also hashes a surrogate (itself here)
+    run_robustness(config_from_dict(cfg), out, progress=False)
+    n = len(read_rows(out))
+    old = read_rows(out)[0]["weights_sha256"]
+    update_meta(ckpt, {"command": "ephw train bp ...", "seed": 0})  # a provenance stamp rewrites the file
+    assert old in read_meta(ckpt)[META_EDITED_FROM]
+    again = run_robustness(config_from_dict(cfg), out, progress=False)
+    assert again.skipped == n and again.computed == 0  # every row, the transfer row too, still holds
+    _ff_checkpoint(ckpt, seed=1)  # new weights (and a fresh meta): refused as before
+    with pytest.raises(ConfigError, match="different weights"):
+        run_robustness(config_from_dict(cfg), out, progress=False)
+
+
 def test_duplicate_rows_never_enter_a_report(tmp_path):
     ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
     out = tmp_path / "r.jsonl"
