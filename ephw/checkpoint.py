@@ -117,11 +117,11 @@ def update_meta(path: str | Path, updates: dict[str, Any]) -> None:
 
     The file's sha256 before the edit joins the meta's :data:`META_EDITED_FROM` list: the
     weights are untouched, so what was measured under the old hash still holds
-    (:func:`same_weights_hashes`).
+    (:func:`earlier_meta_versions`).
     """
     path = Path(path)
     checkpoint_format(path)  # an ephw file, or a one-line CheckpointError
-    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    before = file_sha256(path)
     blob = _load_any(path)
     meta = json.loads(blob.get("meta", "{}"))
     meta.update(updates)
@@ -130,11 +130,18 @@ def update_meta(path: str | Path, updates: dict[str, Any]) -> None:
     write_blob(path, blob)
 
 
-def same_weights_hashes(path: str | Path) -> set[str]:
-    """sha256 of the file and of its earlier meta-only versions (:data:`META_EDITED_FROM`)."""
-    path = Path(path)
-    now = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {now, *read_meta(path).get(META_EDITED_FROM, [])}
+def earlier_meta_versions(path: str | Path) -> set[str]:
+    """sha256s of the file's earlier versions that differed from it in meta only (:data:`META_EDITED_FROM`)."""
+    return set(read_meta(path).get(META_EDITED_FROM, []))
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's contents (a checkpoint's weights and meta, not its name)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_blob(path: str | Path, fmt: str, version: int, kind: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ephw.checkpoint import read_meta, update_meta
+from ephw.checkpoint import file_sha256, read_meta, update_meta
 from ephw.errors import ConfigError
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.pretrained.catalog import PRETRAINED_DIR
@@ -256,7 +256,7 @@ class Pipeline:
             return None
         model = self.folder(step) / "model.pt"
         record = self.folder(step) / "shipped-settle.json"
-        sha = hashlib.sha256(model.read_bytes()).hexdigest()
+        sha = file_sha256(model)
         if record.is_file():
             try:
                 kept = json.loads(record.read_text(encoding="utf-8"))

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ephw import distributed
-from ephw.checkpoint import same_weights_hashes
+from ephw.checkpoint import earlier_meta_versions, file_sha256
 from ephw.data import ImageSet, load_dataset
 from ephw.data.order import stratified_order
 from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, OutputError
@@ -237,15 +237,6 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's contents (a checkpoint's weights, not its name)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def module_sha256(module: torch.nn.Module) -> str:
     """sha256 of an in-memory model's parameters and buffers (names, shapes, dtypes, values)."""
     h = hashlib.sha256()
@@ -300,13 +291,14 @@ class _Runner:
         """:meth:`weights_hash` and the hashes of the checkpoint's earlier meta-only versions:
         rows made under any of them hold for these weights (``ephw.checkpoint.update_meta``)."""
         if name not in self._aliases:
-            known = set() if name in self.ready else same_weights_hashes(self.specs[name].file)
+            known = set() if name in self.ready else earlier_meta_versions(self.specs[name].file)
             self._aliases[name] = {self.weights_hash(name), *known}
         return self._aliases[name]
 
     def matches(self, row: dict[str, Any], task: Task) -> bool:
         """Whether ``row`` was made by ``task``'s settings on these weights (under any of their hashes)."""
-        names = [task.model, *([self._surrogate_of(task)] if self._surrogate_of(task) else [])]
+        surrogate = self._surrogate_of(task)
+        names = [task.model, *([surrogate] if surrogate else [])]
         for hashes in itertools.product(*(sorted(self.same_weights(n)) for n in names)):
             if row.get("fingerprint") == self.fingerprint(task, dict(zip(names, hashes))):
                 return True
