@@ -24,6 +24,17 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return mean, float(half)
 
 
+def paired_difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of ``a - b`` measured on the same items (``a[i]``, ``b[i]``: item ``i``).
+
+    The t-interval over the per-item differences: the image-to-image variation both models
+    share cancels, which an interval per model cannot see. ``nan`` half-width for one item.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired values of different lengths ({len(a)} and {len(b)})")
+    return mean_ci([x - y for x, y in zip(a, b)], level)
+
+
 def accuracy_ci(values: Sequence[float], images: int | None = None, level: float = 0.95) -> tuple[float, float]:
     """Mean and half-width of an accuracy measured once per seed (fractions in ``[0, 1]``).
 

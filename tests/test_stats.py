@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ephw.stats import accuracy_ci, binomial_ci, mean_ci
+from ephw.stats import accuracy_ci, binomial_ci, mean_ci, paired_difference_ci
 
 
 def test_known_values():
@@ -54,3 +54,10 @@ def test_accuracy_ci_adds_the_images_wilson_interval_to_the_seeds_spread():
     seeds = mean_ci([0.1, 0.15, 0.2])[1]
     assert accuracy_ci([0.1, 0.15, 0.2], 100)[1] == pytest.approx(math.hypot(seeds, one), rel=1e-6)
     assert accuracy_ci([0.1, 0.15, 0.2])[1] == seeds and math.isnan(accuracy_ci([0.15])[1])
+
+
+def test_paired_difference_ci_rejects_unequal_lengths() -> None:
+    with pytest.raises(ValueError, match="different lengths"):
+        paired_difference_ci([1.0, 0.0], [1.0])
+    mean, half = paired_difference_ci([1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])
+    assert mean == pytest.approx(0.5) and half > 0

@@ -5,14 +5,19 @@
 ``ephw reproduce DATA --stage report`` regenerates the page from committed results alone.
 
 A claim's verdict compares two models' seed means with 95 % intervals. An accuracy measured on
-``n`` test images carries two uncertainties: which images (the Wilson interval of the mean
-accuracy over ``n``; every training seed is attacked on the same images, so more seeds do not
-shrink it) and which training seed (a t-interval over seeds); the half-widths add in
-quadrature. With one seed only the first is known (the seed-to-seed spread is then not in
-it); a quantity without images (a speed-up, an agreement) has the t-interval alone. ``holds`` when the
-difference has the claimed sign and the intervals do not overlap, ``does not hold`` when it has the
-other sign and they do not overlap, ``inconclusive`` when they overlap (or neither has an
-interval), ``not measured`` when a number is missing.
+``n`` test images carries two uncertainties: which images and which training seed. When both
+models were scored on the same images (every robustness part attacks one class-balanced subset,
+and each row keeps a per-image survival record), the comparison is **paired**: the t-interval
+over the per-image differences (the shared difficulty of an image cancels), with each model's
+seed-to-seed t-interval added in quadrature. Otherwise (clean accuracy from the training logs,
+speed-ups) each model gets its own interval, the Wilson interval of its mean over ``n`` images
+and the seed t-interval in quadrature (every training seed is attacked on the same images, so
+more seeds do not shrink the first), and the two intervals must not overlap. With one seed only
+the image term is known (the seed-to-seed spread is then not in it); a quantity without images
+has the t-interval alone. ``holds`` when the difference has the claimed sign and its interval
+excludes zero (unpaired: the intervals do not overlap), ``does not hold`` when it has the other
+sign and is separated, ``inconclusive`` otherwise (or when neither has an interval), ``not
+measured`` when a number is missing.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from typing import Any
 from ephw.checkpoint import read_meta
 from ephw.outputs import atomic_write
 from ephw.reproduce.plan import SUBSET_CONTROL, Step
-from ephw.stats import accuracy_ci, mean_ci
+from ephw.stats import accuracy_ci, mean_ci, paired_difference_ci
+
+#: A verdict's words, which are also the columns of the page's summary.
+VERDICT_COLUMNS = ("holds", "does not hold", "inconclusive", "not measured")
 
 #: The published CIFAR-10 numbers of lanl/AdvEP (Mansingh et al. 2024) the page is set against (%).
 PUBLISHED_CIFAR10: list[tuple[str, str, str]] = [
@@ -45,10 +53,13 @@ class Measure:
 
     ``images``: for an accuracy, the images each value was measured on (same order); its
     interval then also holds the Wilson interval of the mean over those images (module doc).
+    ``per_image``: for an accuracy on a robustness part, each value's per-image score in
+    ``[0, 1]`` (the part's image order), so two models on the same images compare paired.
     """
 
     values: list[float]
     images: list[int] | None = None
+    per_image: list[list[float]] | None = None
 
     @property
     def mean(self) -> float:
@@ -61,12 +72,27 @@ class Measure:
             return mean_ci(self.values)[1]
         return 100.0 * accuracy_ci([v / 100.0 for v in self.values], min(self.images))[1]
 
-    def __str__(self) -> str:
+    @property
+    def seed_half(self) -> float:
+        """Half-width of the t-interval over seeds alone (%); 0 for one seed."""
+        return mean_ci(self.values)[1] if len(self.values) > 1 else 0.0
+
+    def image_means(self) -> list[float] | None:
+        """Per image, the mean score over seeds (``None`` without per-image scores)."""
+        if not self.per_image or len(self.per_image) != len(self.values):
+            return None
+        return [math.fsum(col) / len(col) for col in zip(*self.per_image)]
+
+    def short(self) -> str:
+        """``mean ± half`` (%), without where the interval comes from."""
         if not self.values:
             return "–"
+        return f"{self.mean:.1f}" if math.isnan(self.half) else f"{self.mean:.1f} ± {self.half:.1f}"
+
+    def __str__(self) -> str:
+        if not self.values or math.isnan(self.half):
+            return self.short()
         mean, half = self.mean, self.half
-        if math.isnan(half):
-            return f"{mean:.1f}"
         if len(self.values) == 1:
             return f"{mean:.1f} ± {half:.1f} (1 seed, {self.images[0]} images)"
         if self.images:
@@ -74,30 +100,61 @@ class Measure:
         return f"{mean:.1f} ± {half:.1f} (n={len(self.values)})"
 
 
-def verdict(a: Measure | None, b: Measure | None, claim: str = ">") -> str:
-    """Whether ``a claim b`` (``>``: a larger, ``<``: a smaller) holds, per the module docstring's rule."""
+def paired_difference(a: Measure, b: Measure) -> tuple[float, float, int] | None:
+    """``(a - b, half-width, images)`` in points when both were scored on the same images, else ``None``.
+
+    The interval: the t-interval over the per-image differences of the seed means (the images
+    both models saw; their shared difficulty cancels), and each model's seed-to-seed interval,
+    in quadrature.
+    """
+    ma, mb = a.image_means(), b.image_means()
+    if ma is None or mb is None or len(ma) != len(mb) or len(ma) < 2:
+        return None
+    diff, images_half = paired_difference_ci(ma, mb)
+    half = math.sqrt((100.0 * images_half) ** 2 + a.seed_half**2 + b.seed_half**2)
+    return 100.0 * diff, half, len(ma)
+
+
+def judge(a: Measure | None, b: Measure | None, claim: str = ">") -> tuple[str, str]:
+    """``(word, why)``: whether ``a claim b`` (``>``: a larger, ``<``: a smaller) holds, per the module doc.
+
+    ``word`` is one of :data:`VERDICT_COLUMNS`; ``why`` the difference and its interval.
+    """
     if a is None or b is None or not a.values or not b.values:
-        return "not measured"
-    if math.isnan(a.half) and math.isnan(b.half):
-        return "inconclusive (one seed each: no interval)"
-    ha, hb = (0.0 if math.isnan(m.half) else m.half for m in (a, b))
-    diff = a.mean - b.mean if claim == ">" else b.mean - a.mean
-    separated = abs(a.mean - b.mean) > ha + hb
-    if not separated:
-        return "inconclusive (CIs overlap)"
-    return "holds" if diff > 0 else "does not hold"
+        return "not measured", ""
+    if (paired := paired_difference(a, b)) is not None:
+        diff, half, n = paired
+        why = f"Δ = {diff:+.1f} ± {half:.1f} points, paired over {n} images"
+    else:
+        if math.isnan(a.half) and math.isnan(b.half):
+            return "inconclusive", "one seed each: no interval"
+        ha, hb = (0.0 if math.isnan(m.half) else m.half for m in (a, b))
+        diff, half, why = a.mean - b.mean, ha + hb, "CIs overlap"
+    if abs(diff) <= half:
+        return "inconclusive", why
+    word = "holds" if (diff > 0) == (claim == ">") else "does not hold"
+    return word, "" if why == "CIs overlap" else why
+
+
+def _words(word: str, why: str) -> str:
+    return f"{word} ({why})" if why else word
+
+
+def verdict(a: Measure | None, b: Measure | None, claim: str = ">") -> str:
+    """:func:`judge` as one phrase, e.g. ``"holds (Δ = +6.2 ± 3.1 points, paired over 500 images)"``."""
+    return _words(*judge(a, b, claim))
 
 
 def keeps(a: Measure | None, b: Measure | None) -> str:
-    """Whether ``a`` keeps ``b``'s level: ``does not hold`` only when ``a`` is lower with separated CIs."""
-    result = verdict(a, b, "<")
-    if result == "holds":
-        return "does not hold"
-    if result == "does not hold":
-        return "holds (higher)"
-    if result == "inconclusive (CIs overlap)":
-        return "holds (difference within the CIs)"
-    return result
+    """Whether ``a`` keeps ``b``'s level: ``does not hold`` only when ``a`` is lower, separated."""
+    word, why = judge(a, b, "<")
+    if word == "holds":
+        return _words("does not hold", why)
+    if word == "does not hold":
+        return _words("holds", "higher" + (f"; {why}" if why else ""))
+    if word == "inconclusive" and why != "one seed each: no interval":
+        return _words("holds", "difference within the CIs" + ("" if why == "CIs overlap" else f"; {why}"))
+    return _words(word, why)
 
 
 def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -146,9 +203,6 @@ def shipped_checks(steps: list[Step], run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-RobustLookup = Callable[[str, str], Measure | None]
-
-
 def hardware_students(families: set[str]) -> list[tuple[str, str]]:
     """(student of a hardware-simulated teacher, the digital teacher's student it is compared with).
 
@@ -184,6 +238,123 @@ def robustness_table(
         cells = [str(clean_measure(clean[family])) if family in clean else "–"]
         cells += [str(rob[(family, label)]) if (family, label) in rob else "–" for label in labels]
         lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    return lines
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper tested on one evaluation: ``verdict`` as :func:`verdict` words it."""
+
+    claim: str
+    evaluation: str
+    verdict: str
+
+
+def claims_of(steps: list[Step], clean: dict[str, dict[str, Any]], robustness: dict[str, Any] | None) -> list[Claim]:
+    """Every claim of the paper on every evaluation the run has, in the page's order.
+
+    Claims about two models are asked once per robustness label (the robustness table's
+    columns); a claim with several subjects (3, 6) is one claim per subject.
+    """
+    rob = (robustness or {}).get("rows", {})
+    labels = (robustness or {}).get("labels", [])
+
+    def acc(model: str) -> Measure | None:
+        return clean_measure(clean[model]) if model in clean else None
+
+    def robust(model: str, label: str) -> Measure | None:
+        return rob.get((model, label))
+
+    def clean_text(a: str, b: str) -> str:
+        ma, mb = acc(a), acc(b)
+        return f"clean accuracy ({ma.short() if ma else '–'} vs {mb.short() if mb else '–'} %)"
+
+    ep, dist, bp, adv = "EP-CNN", "Distilled BP-CNN", "BP-CNN", "Adv-CNN"
+    out = [
+        Claim(
+            "(1) the Eq. 8 student keeps the EP-CNN's clean accuracy", clean_text(dist, ep), keeps(acc(dist), acc(ep))
+        ),
+        Claim(
+            "(1b) Adv-CNN loses clean accuracy against the EP-CNN", clean_text(adv, ep), verdict(acc(adv), acc(ep), "<")
+        ),
+    ]
+    # (claim, its verdict on one robustness label or None where not asked, models whose clean accuracy it also compares)
+    compare: list[tuple[str, Callable[[str], str | None], tuple[str, str] | None]] = [
+        ("(2) EP-CNN more robust than BP-CNN", lambda label: verdict(robust(ep, label), robust(bp, label)), None),
+        (
+            "(2) Eq. 8 student more robust than BP-CNN",
+            lambda label: verdict(robust(dist, label), robust(bp, label)),
+            None,
+        ),
+        *[
+            (
+                f"(3) {m} (Eq. 9) less robust than the Eq. 8 student",
+                lambda label, m=m: verdict(robust(m, label), robust(dist, label), "<"),
+                None,
+            )
+            for m in ("Distilled BP-CNN (ll)", "Distilled ResNet-18")
+        ],
+        (
+            "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD)",
+            lambda label: None if label.startswith(ADV_TRAINED_FOR) else verdict(robust(ep, label), robust(adv, label)),
+            None,
+        ),
+        *[
+            (
+                f"(6) {m} keeps the level of {ref}",
+                lambda label, m=m, ref=ref: keeps(robust(m, label), robust(ref, label)),
+                (m, ref),
+            )
+            for m, ref in hardware_students({s.model for s in steps})
+        ],
+    ]
+    for claim, judge, clean_pair in compare:
+        if clean_pair is not None:
+            out.append(Claim(claim, clean_text(*clean_pair), keeps(acc(clean_pair[0]), acc(clean_pair[1]))))
+        asked = [Claim(claim, label, v) for label in labels if (v := judge(label)) is not None]
+        if labels and not asked:
+            asked = [Claim(claim, "", "not measured: no ℓ∞, black-box or corruption rows yet")]
+        out += asked
+    speed = clean.get(dist, {}).get("extra", {}).get("speedup")
+    out.append(
+        Claim(
+            "(5) the student's inference is far cheaper than settling",
+            f"inference time per image (CPU, interleaved timing): {Measure(speed).mean:.0f}× faster"
+            if speed
+            else "inference time per image",
+            "holds" if speed and Measure(speed).mean > 1.0 else ("does not hold" if speed else "not measured"),
+        )
+    )
+    if not labels:
+        out.append(Claim("(2)–(4), (6) robustness claims", "", "not measured: the robustness stage has not run yet"))
+    return out
+
+
+def verdict_lines(claims: list[Claim]) -> list[str]:
+    """Markdown lines: a summary (per claim, the evaluations under each verdict), then every verdict."""
+    columns: dict[str, dict[str, list[str]]] = {}
+    for c in claims:
+        column = next((k for k in VERDICT_COLUMNS if c.verdict.startswith(k)), "not measured")
+        columns.setdefault(c.claim, {k: [] for k in VERDICT_COLUMNS})[column].append(c.evaluation or c.verdict)
+    lines = [
+        "",
+        "## Verdicts",
+        "",
+        "Per claim, the evaluations on which it holds, fails, or is inconclusive (its 95 % interval includes "
+        "no difference); robustness comparisons are paired over the part's images (rule: docs/reproduce.md, "
+        "numbers: the table below the summary). A worst case per image is the headline of its part; the single "
+        "attacks beside it are upper bounds on robust accuracy. Each verdict is a 95 % interval on its own: "
+        "over the ~10 evaluations of a claim, one marginal verdict can be chance, so read a claim by its row.",
+        "",
+        "| claim | " + " | ".join(VERDICT_COLUMNS) + " |",
+        "|---|" + "---|" * len(VERDICT_COLUMNS),
+    ]
+    for claim, cells in columns.items():
+        lines.append(f"| {claim} | " + " | ".join("<br>".join(cells[k]) or "–" for k in VERDICT_COLUMNS) + " |")
+    lines += ["", "<details><summary>Every claim on every evaluation</summary>", ""]
+    lines += ["| claim | evaluation | verdict |", "|---|---|---|"]
+    lines += [f"| {c.claim} | {c.evaluation or '–'} | {c.verdict} |" for c in claims]
+    lines += ["", "</details>"]
     return lines
 
 
@@ -253,67 +424,7 @@ def write_results_page(
                 f"{Measure(e['extra'].get('teacher_test_accuracy', []))} | {speed_text} |"
             )
 
-    def acc(model: str) -> Measure | None:
-        return clean_measure(clean[model]) if model in clean else None
-
-    def robust(model: str, label: str) -> Measure | None:
-        return rob.get((model, label))
-
-    ep, dist = "EP-CNN", "Distilled BP-CNN"
-    families = {s.model for s in steps}
-    claims = [
-        ("(1) the Eq. 8 student keeps the EP-CNN's clean accuracy", keeps(acc(dist), acc(ep))),
-        ("(1b) Adv-CNN loses clean accuracy against the EP-CNN", verdict(acc("Adv-CNN"), acc(ep), "<")),
-        *[
-            (f"(6) {m} keeps the clean accuracy of {ref}", keeps(acc(m), acc(ref)))
-            for m, ref in hardware_students(families)
-        ],
-    ]
-    for label in (robustness or {}).get("labels", []):
-        claims += [
-            (f"(2) EP-CNN more robust than BP-CNN — {label}", verdict(robust(ep, label), robust("BP-CNN", label))),
-            (f"(2) student more robust than BP-CNN — {label}", verdict(robust(dist, label), robust("BP-CNN", label))),
-            (
-                f"(3) Eq. 9 students less robust than the Eq. 8 student — {label}",
-                "; ".join(
-                    f"{m}: {verdict(robust(m, label), robust(dist, label), '<')}"
-                    for m in ("Distilled BP-CNN (ll)", "Distilled ResNet-18")
-                ),
-            ),
-            (
-                f"(6) students of hardware teachers keep the digital teacher's student's robustness — {label}",
-                "; ".join(
-                    f"{m}: {keeps(robust(m, label), robust(ref, label))}" for m, ref in hardware_students(families)
-                ),
-            ),
-        ]
-        if not label.startswith(ADV_TRAINED_FOR):
-            claims.append(
-                (
-                    f"(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD) — {label}",
-                    verdict(robust(ep, label), robust("Adv-CNN", label)),
-                )
-            )
-    if (robustness or {}).get("labels") and not any(c.startswith("(4)") for c, _ in claims):
-        claims.append(
-            (
-                "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD)",
-                "not measured: no ℓ∞, black-box or corruption rows yet",
-            )
-        )
-    speed = clean.get(dist, {}).get("extra", {}).get("speedup")
-    claims.append(
-        (
-            "(5) the student's inference is far cheaper than settling",
-            f"holds: {Measure(speed).mean:.0f}× faster per image (CPU, interleaved timing)"
-            if speed
-            else "not measured",
-        )
-    )
-    if not (robustness or {}).get("labels"):
-        claims.append(("(2)–(4), (6) robustness claims", "not measured: the robustness stage has not run yet"))
-    lines += ["", "## Verdicts", "", "| claim | verdict |", "|---|---|"]
-    lines += [f"| {c} | {v} |" for c, v in claims]
+    lines += verdict_lines(claims_of(steps, clean, robustness))
     labels = (robustness or {}).get("labels", [])
     if labels:
         lines += robustness_table(clean, rob, labels)

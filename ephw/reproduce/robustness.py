@@ -23,6 +23,8 @@ from ephw.outputs import atomic_write
 from ephw.reproduce.report import Measure
 
 if TYPE_CHECKING:
+    import torch
+
     from ephw.reproduce.pipeline import Pipeline
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
@@ -137,32 +139,36 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
         return None
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     images: dict[tuple[str, str], list[int]] = defaultdict(list)  # per value: the images it was measured on
+    per_image: dict[tuple[str, str], list[list[float]]] = defaultdict(list)  # per value: its score per image
     labels: list[str] = []
     markdown = []
     incomplete: list[str] = []
     for part, path in files:
         rows, _ = dedupe(shards.read_all(path, read_rows))
         pending = pending_attacks(pipe, part, rows)
-        corrupted: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+        corrupted: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+
+        def add(family: str, label: str, accuracy: float, n: int, scores: torch.Tensor | None) -> None:
+            if label not in labels:
+                labels.append(label)
+            values[(family, label)].append(100.0 * accuracy)
+            images[(family, label)].append(n)
+            if scores is not None and len(scores) == n:
+                per_image[(family, label)].append(scores.double().tolist())
+
         for row in rows:
             m = _FAMILY.match(str(row.get("model", "")))
             if m is None or row.get("check"):
                 continue
             if row.get("kind") == "corruption":  # one value per model and seed: the mean over corruptions
-                corrupted[(m["family"], row["model"], int(row["seed"]))].append(100.0 * float(row["accuracy"]))
+                corrupted[(m["family"], row["model"], int(row["seed"]))].append(row)
                 continue
-            label = row_label(row)
-            if label is None:
-                continue
-            if label not in labels:
-                labels.append(label)
-            values[(m["family"], label)].append(100.0 * float(row["accuracy"]))
-            images[(m["family"], label)].append(int(row["n"]))
-        for (family, _model, _seed), accs in corrupted.items():
-            label = "corruptions (mean of every name and severity)"
-            if label not in labels:
-                labels.append(label)
-            values[(family, label)].append(sum(accs) / len(accs))
+            if (label := row_label(row)) is not None:
+                add(m["family"], label, float(row["accuracy"]), int(row["n"]), _scores([row]))
+        for (family, _model, _seed), crows in corrupted.items():
+            accuracy = sum(float(r["accuracy"]) for r in crows) / len(crows)
+            n = min(int(r["n"]) for r in crows)
+            add(family, "corruptions (mean of every name and severity)", accuracy, n, _scores(crows))
         for (model, norm, eps, seed), wc in survival.worst_case(rows).items():
             m = _FAMILY.match(str(model))
             if m is None:
@@ -172,10 +178,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if left:  # fewer attacks than planned: only an upper bound, and it would flatter the model
                 incomplete.append(f"{model}, {norm} ε={float(eps):.4g} ({part}): {left} attack rows still to run")
                 continue
-            if label not in labels:
-                labels.append(label)
-            values[(m["family"], label)].append(100.0 * float(wc["accuracy"]))
-            images[(m["family"], label)].append(int(wc["n"]))
+            add(m["family"], label, float(wc["accuracy"]), int(wc["n"]), wc["alive"])
         report = pipe.docs_dir / pipe.data / part / "report.md"
         if report.is_file():
             rel = f"{pipe.data}/{part}"  # relative to the results page <docs>/<data>.md
@@ -190,7 +193,14 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
                 if (report.parent / f"{fig}.png").is_file():
                     text += f"\n![{part}: {caption}]({rel}/{fig}.png)\n"
             markdown.append(text)
-    rows = {k: Measure(v, images.get(k) if len(images.get(k, [])) == len(v) else None) for k, v in values.items()}
+    rows = {
+        k: Measure(
+            v,
+            images.get(k) if len(images.get(k, [])) == len(v) else None,
+            per_image.get(k) if len(per_image.get(k, [])) == len(v) else None,
+        )
+        for k, v in values.items()
+    }
     if incomplete:
         markdown.insert(
             0,
@@ -198,6 +208,18 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             "a worst case over fewer attacks is only an upper bound):\n\n" + "".join(f"- {i}\n" for i in incomplete),
         )
     return {"rows": rows, "labels": labels, "markdown": "\n".join(markdown)}
+
+
+def _scores(rows: list[dict[str, Any]]) -> torch.Tensor | None:
+    """Per image, the fraction of ``rows`` (same images) that left it standing; ``None`` without survival records."""
+    import torch
+
+    from ephw.robustness import survival
+
+    records = [r.get("survival") for r in rows]
+    if not records or not all(records) or len({len(r) for r in records}) != 1:
+        return None
+    return torch.stack([survival.alive(r) for r in records]).double().mean(0)
 
 
 def pending_attacks(pipe: Pipeline, part: str, rows: list[dict[str, Any]]) -> dict[tuple, int]:

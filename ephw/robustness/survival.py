@@ -53,7 +53,8 @@ def group_key(row: dict[str, Any]) -> tuple:
 def worst_case(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Worst case per image over every attack row (plus the clean row) with a survival record.
 
-    Returns ``(model, norm, eps, seed) -> {"n", "correct", "accuracy", "attacks": [labels]}``.
+    Returns ``(model, norm, eps, seed) -> {"n", "correct", "accuracy", "attacks": [labels], "alive"}``,
+    ``alive`` the ``(n,)`` bool images standing after every attack.
     """
     clean = {(r["model"], int(r["seed"])): r for r in rows if r.get("kind") == "clean" and r.get("survival")}
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -73,6 +74,7 @@ def worst_case(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
             "correct": int(alive_.sum()),
             "accuracy": float(alive_.float().mean()),
             "attacks": sorted({label(m) for m in members}),
+            "alive": alive_,
         }
     return out
 

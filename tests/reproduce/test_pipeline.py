@@ -260,11 +260,23 @@ def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
         return json.dumps(fields)
 
     shard = tmp_path / "run" / "robustness-white-box.shard-0-of-2.jsonl"
-    shard.write_text(row("EP-CNN [s0]", "clean", "1110") + "\n" + row("EP-CNN [s0]", "attack", "1000", "PGD-l2") + "\n")
+    corrupted = [  # a corruption row names its corruption as its attack, severity as eps
+        json.dumps({**json.loads(row("EP-CNN [s0]", "corruption", rec, name)), "eps": 1.0, "severity": 1})
+        for rec, name in (("1100", "gaussian_noise"), ("1010", "fog"))
+    ]
+    lines = [row("EP-CNN [s0]", "clean", "1110"), row("EP-CNN [s0]", "attack", "1000", "PGD-l2"), *corrupted]
+    shard.write_text("\n".join(lines) + "\n")
     summary = robustness_summary(pipe)
     assert summary is not None
     assert summary["rows"][("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")].values == [25.0]
     assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932")].images == [4]
+    # per-image scores, so the verdicts can pair models on the same images
+    assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932")].per_image == [[1.0, 0.0, 0.0, 0.0]]
+    assert summary["rows"][("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")].per_image == [
+        [1.0, 0.0, 0.0, 0.0]
+    ]
+    corruptions = summary["rows"][("EP-CNN", "corruptions (mean of every name and severity)")]
+    assert corruptions.values == [50.0] and corruptions.per_image == [[1.0, 0.5, 0.5, 0.0]]
     assert write_part_reports(pipe) == [tmp_path / "run" / "robustness-white-box.jsonl"]
     assert "EP-CNN [s0]" in (tmp_path / "docs" / "cifar10" / "white-box" / "report.md").read_text()
 

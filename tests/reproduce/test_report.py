@@ -57,10 +57,12 @@ def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
     ).read_text()
     assert f"| model | clean | {label_l2} | {label_sq} |" in page
     assert "| EP-CNN | – | 31.0 ± 2.5 (n=3) | 21.0 ± 2.5 (n=3) |" in page
-    assert f"(2) EP-CNN more robust than BP-CNN — {label_l2} | holds |" in page
+    assert f"| (2) EP-CNN more robust than BP-CNN | {label_l2} | holds |" in page
     # claim 4 is only asked where Adv-CNN was not trained (ℓ∞ here), and fails on these numbers
-    assert f"not ℓ2 PGD) — {label_sq} | does not hold |" in page
-    assert f"not ℓ2 PGD) — {label_l2}" not in page and f"not ℓ2 PGD) — {label_wc}" not in page
+    assert f"not ℓ2 PGD) | {label_sq} | does not hold |" in page
+    assert f"not ℓ2 PGD) | {label_l2} |" not in page and f"not ℓ2 PGD) | {label_wc} |" not in page
+    # the summary: one row per claim, its evaluations under their verdicts
+    assert f"| (2) EP-CNN more robust than BP-CNN | {label_l2} | – | – | {label_sq}<br>{label_wc} |" in page
     assert "5.0 ± 6.2 (1 seed, 100 images)" in page  # one EP seed: the Wilson interval over its images
     assert "Not trained yet:" in page
     assert "no ℓ∞, black-box or corruption rows yet" not in page
@@ -71,4 +73,29 @@ def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
         tmp_path / "docs2",
         {"rows": rob, "labels": [label_l2, label_wc], "markdown": ""},
     ).read_text()
-    assert "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD) | not measured" in only_l2
+    assert (
+        "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD) | – | not measured" in only_l2
+    )
+
+
+def test_paired_verdict_sees_what_separate_intervals_cannot() -> None:
+    """Same 100 images: A keeps every image B keeps plus 8 more. Separate Wilson intervals overlap;
+    the paired interval of the difference does not, so the claim holds."""
+    b_img = [1.0] * 10 + [0.0] * 90
+    a_img = [1.0] * 18 + [0.0] * 82
+    a, b = Measure([18.0], [100], [a_img]), Measure([10.0], [100], [b_img])
+    assert verdict(Measure([18.0], [100]), Measure([10.0], [100])).startswith("inconclusive (CIs overlap)")
+    assert verdict(a, b).startswith("holds (Δ = +8.0 ± ")
+    assert verdict(b, a).startswith("does not hold")
+    assert keeps(b, a).startswith("does not hold")
+    # the same difference made of images that swap (A wins 12, loses 4): noisier, not separated at 100 images
+    swap = [1.0] * 4 + [0.0] * 6 + [1.0] * 12 + [0.0] * 78
+    assert verdict(Measure([16.0], [100], [swap]), b).startswith("inconclusive (Δ = +6.0 ± ")
+    # identical scores: no difference, inconclusive (and "keeps" holds)
+    assert verdict(b, b).startswith("inconclusive (Δ = +0.0 ± 0.0")
+    assert keeps(b, b).startswith("holds (difference within the CIs")
+    # seed-to-seed spread widens the paired interval: three seeds far apart are not separated
+    spread = Measure([8.0, 18.0, 28.0], [100] * 3, [[1.0] * k + [0.0] * (100 - k) for k in (8, 18, 28)])
+    assert verdict(spread, b).startswith("inconclusive")
+    # per-image scores of a different image count cannot pair: the separate-interval rule applies
+    assert verdict(Measure([18.0], [50], [a_img[:50]]), b).startswith("inconclusive (CIs overlap)")
