@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,40 +277,32 @@ def claims_of(steps: list[Step], clean: dict[str, dict[str, Any]], robustness: d
             "(1b) Adv-CNN loses clean accuracy against the EP-CNN", clean_text(adv, ep), verdict(acc(adv), acc(ep), "<")
         ),
     ]
-    # (claim, its verdict on one robustness label or None where not asked, models whose clean accuracy it also compares)
-    compare: list[tuple[str, Callable[[str], str | None], tuple[str, str] | None]] = [
-        ("(2) EP-CNN more robust than BP-CNN", lambda label: verdict(robust(ep, label), robust(bp, label)), None),
-        (
-            "(2) Eq. 8 student more robust than BP-CNN",
-            lambda label: verdict(robust(dist, label), robust(bp, label)),
-            None,
-        ),
+    absent = (robustness or {}).get("absent", {})  # label -> families its part does not evaluate
+    eq9 = ("Distilled BP-CNN (ll)", "Distilled ResNet-18")
+    # (claim, A, B, relation of A to B, also on clean accuracy); relation ">", "<" or "keeps" (:func:`keeps`)
+    compare: list[tuple[str, str, str, str, bool]] = [
+        ("(2) EP-CNN more robust than BP-CNN", ep, bp, ">", False),
+        ("(2) Eq. 8 student more robust than BP-CNN", dist, bp, ">", False),
+        *[(f"(3) {m} (Eq. 9) less robust than the Eq. 8 student", m, dist, "<", False) for m in eq9],
+        (f"(4) EP-CNN more robust than {adv} where {adv} was not trained (not ℓ2 PGD)", ep, adv, ">", False),
         *[
-            (
-                f"(3) {m} (Eq. 9) less robust than the Eq. 8 student",
-                lambda label, m=m: verdict(robust(m, label), robust(dist, label), "<"),
-                None,
-            )
-            for m in ("Distilled BP-CNN (ll)", "Distilled ResNet-18")
-        ],
-        (
-            "(4) EP-CNN more robust than Adv-CNN where Adv-CNN was not trained (not ℓ2 PGD)",
-            lambda label: None if label.startswith(ADV_TRAINED_FOR) else verdict(robust(ep, label), robust(adv, label)),
-            None,
-        ),
-        *[
-            (
-                f"(6) {m} keeps the level of {ref}",
-                lambda label, m=m, ref=ref: keeps(robust(m, label), robust(ref, label)),
-                (m, ref),
-            )
+            (f"(6) {m} keeps the level of {ref}", m, ref, "keeps", True)
             for m, ref in hardware_students({s.model for s in steps})
         ],
     ]
-    for claim, judge, clean_pair in compare:
-        if clean_pair is not None:
-            out.append(Claim(claim, clean_text(*clean_pair), keeps(acc(clean_pair[0]), acc(clean_pair[1]))))
-        asked = [Claim(claim, label, v) for label in labels if (v := judge(label)) is not None]
+    for claim, a, b, relation, with_clean in compare:
+
+        def judged(ma: Measure | None, mb: Measure | None) -> str:
+            return keeps(ma, mb) if relation == "keeps" else verdict(ma, mb, relation)
+
+        if with_clean:
+            out.append(Claim(claim, clean_text(a, b), judged(acc(a), acc(b))))
+        asked = [
+            Claim(claim, label, judged(robust(a, label), robust(b, label)))
+            for label in labels
+            if not (a == adv or b == adv) or not label.startswith(ADV_TRAINED_FOR)  # claim 4: other threats only
+            if not {a, b} & set(absent.get(label, ()))  # a part that leaves either model out does not ask
+        ]
         if labels and not asked:
             asked = [Claim(claim, "", "not measured: no ℓ∞, black-box or corruption rows yet")]
         out += asked
@@ -367,8 +358,9 @@ def write_results_page(
 ) -> Path:
     """Write ``<docs_dir>/<data>.md`` from the run directory; returns its path.
 
-    ``robustness``: ``{"rows": {(model, label): Measure}, "report": path of the robustness
-    report folder, "figures": {name: path}}`` from the robustness stage, or ``None``.
+    ``robustness``: :func:`ephw.reproduce.robustness.robustness_summary`'s ``{"rows": {(model,
+    label): Measure}, "labels": [label], "absent": {label: [families its part leaves out]},
+    "markdown": text}``, or ``None``.
     """
     run_dir, docs_dir = Path(run_dir), Path(docs_dir)
     clean = clean_accuracies(steps, run_dir)

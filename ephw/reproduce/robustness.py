@@ -65,12 +65,14 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     models = trained_models(pipe, raw.get("ep", {}))
     if not models:
         raise ConfigError(f"no trained models in {pipe.run_dir} yet: run the training stages first")
-    names = [m["name"] for m in models]
+    names = [m["name"] for m in models]  # surrogates may come from any part's models
+    energy = {f"{s.model} [s{s.seed}]" for s in pipe.steps if s.stage == "train-ep"}
     out = []
     for part in raw.get("parts", []):
         part = dict(part)
         name = part.pop("name")
         part.pop("about", None)  # the results page's description of the part
+        chosen = _chosen(models, part.pop("models", "all"), name, energy)
         run = dict(part.pop("run", {}))
         run.update(data=pipe.data, **({"data_root": pipe.data_root} if pipe.data_root else {}))
         if pipe.device is not None:
@@ -78,12 +80,23 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
         checks = dict(part.pop("checks", {}))
         for key in ("transfer_from", "warm_start_from"):
             if isinstance(checks.get(key), list):  # families -> their first trained seed present
-                chosen = [next((n for n in names if _FAMILY.match(n)["family"] == fam), None) for fam in checks[key]]
-                checks[key] = [c for c in chosen if c is not None] or None
+                first = [next((n for n in names if _FAMILY.match(n)["family"] == fam), None) for fam in checks[key]]
+                checks[key] = [c for c in first if c is not None] or None
                 if checks[key] is None:
                     del checks[key]
-        out.append((name, {"run": run, "models": models, "checks": checks, **part}))
+        out.append((name, {"run": run, "models": chosen, "checks": checks, **part}))
     return out
+
+
+#: A part's ``models`` key: which trained models it evaluates.
+PART_MODELS = ("all", "feedforward")
+
+
+def _chosen(models: list[dict[str, Any]], which: str, part: str, energy: set[str]) -> list[dict[str, Any]]:
+    """The ``[[models]]`` entries part ``part`` evaluates: ``all``, or ``feedforward`` (no EP-CNN of ``energy``)."""
+    if which not in PART_MODELS:
+        raise ConfigError(f"part {part!r}: models must be one of {', '.join(PART_MODELS)}, got {which!r}")
+    return models if which == "all" else [m for m in models if m["name"] not in energy]
 
 
 def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[Path]:
@@ -141,16 +154,23 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     images: dict[tuple[str, str], list[int]] = defaultdict(list)  # per value: the images it was measured on
     per_image: dict[tuple[str, str], list[list[float]]] = defaultdict(list)  # per value: its score per image
     labels: list[str] = []
+    absent: dict[str, list[str]] = {}  # label -> the families its part does not evaluate
     markdown = []
     incomplete: list[str] = []
     for part, path in files:
         rows, _ = dedupe(shards.read_all(path, read_rows))
         pending = pending_attacks(pipe, part, rows)
         corrupted: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+        left_out = (
+            {s.model for s in pipe.steps if s.stage == "train-ep"}
+            if parts[part].get("models") == "feedforward"
+            else set()
+        )
 
         def add(family: str, label: str, accuracy: float, n: int, scores: torch.Tensor | None) -> None:
             if label not in labels:
                 labels.append(label)
+                absent[label] = sorted(left_out)
             values[(family, label)].append(100.0 * accuracy)
             images[(family, label)].append(n)
             if scores is not None and len(scores) == n:
@@ -163,12 +183,12 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if row.get("kind") == "corruption":  # one value per model and seed: the mean over corruptions
                 corrupted[(m["family"], row["model"], int(row["seed"]))].append(row)
                 continue
-            if (label := row_label(row)) is not None:
+            if (label := row_label(row, part)) is not None:
                 add(m["family"], label, float(row["accuracy"]), int(row["n"]), _scores([row]))
         for (family, _model, _seed), crows in corrupted.items():
             accuracy = sum(float(r["accuracy"]) for r in crows) / len(crows)
             n = min(int(r["n"]) for r in crows)
-            add(family, "corruptions (mean of every name and severity)", accuracy, n, _scores(crows))
+            add(family, f"corruptions, mean of every name and severity ({part})", accuracy, n, _scores(crows))
         for (model, norm, eps, seed), wc in survival.worst_case(rows).items():
             m = _FAMILY.match(str(model))
             if m is None:
@@ -207,7 +227,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             "Worst cases per image not reported yet (their run stopped before every planned attack at that ε; "
             "a worst case over fewer attacks is only an upper bound):\n\n" + "".join(f"- {i}\n" for i in incomplete),
         )
-    return {"rows": rows, "labels": labels, "markdown": "\n".join(markdown)}
+    return {"rows": rows, "labels": labels, "absent": absent, "markdown": "\n".join(markdown)}
 
 
 def _scores(rows: list[dict[str, Any]]) -> torch.Tensor | None:
@@ -259,11 +279,11 @@ def _parts(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
 HEADLINE_EPS: dict[str, float] = {"PGD-l2": 0.4932, "Square-linf": 8 / 255, "AutoAttack-linf": 0.0215}
 
 
-def row_label(row: dict[str, Any]) -> str | None:
-    """The verdict label of a results row (``None``: not a headline point)."""
+def row_label(row: dict[str, Any], part: str) -> str | None:
+    """The verdict label of a results row of part ``part`` (``None``: not a headline point)."""
     attack = row.get("attack")
     eps = float(row.get("eps", 0.0))
     for name, target in HEADLINE_EPS.items():
         if attack == name and abs(eps - target) <= 1e-3 * max(1.0, target) + 1e-4:
-            return f"{name} ε={eps:.4g}"
+            return f"{name} ε={eps:.4g} ({part})"
     return None

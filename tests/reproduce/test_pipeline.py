@@ -13,6 +13,7 @@ from ephw.cli.main import main
 from ephw.errors import ConfigError, OutputError
 from ephw.reproduce.pipeline import Pipeline
 from ephw.reproduce.plan import BUDGETS, build_plan
+from ephw.reproduce.report import Measure, write_results_page
 from ephw.robustness.shards import parse_shard
 
 
@@ -243,6 +244,31 @@ def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_p
     assert names == ["EP-CNN [s0]", "BP-CNN [s0]", "Distilled BP-CNN [s0]", "BP-CNN [s1]", "Adv-CNN [s1]"]
 
 
+def test_a_feedforward_part_leaves_the_ep_cnn_out_and_its_verdicts_unasked(tmp_path: Path) -> None:
+    """The cpu budget's black-box-ff part runs the cheap models on 5x the images; the EP-CNN is not in
+    its plan, so no EP claim is asked on it (rather than reading "not measured")."""
+    from ephw.reproduce.robustness import _chosen, part_configs
+    from ephw.robustness.config import config_from_dict
+
+    pipe = Pipeline("cifar10", "cpu", tmp_path / "run")
+    for name in ("ep-s0", "bp-s0"):
+        _stamped_model(tmp_path / "run" / name)
+    parts = dict(part_configs(pipe))
+    assert [m["name"] for m in parts["black-box"]["models"]] == ["EP-CNN [s0]", "BP-CNN [s0]"]
+    assert [m["name"] for m in parts["black-box-ff"]["models"]] == ["BP-CNN [s0]"]
+    assert parts["black-box-ff"]["run"]["n"] == 500
+    assert len(config_from_dict(parts["black-box-ff"]).models) == 1  # a valid robustness config
+    with pytest.raises(ConfigError, match="models must be one of all, feedforward"):
+        _chosen([], "energy", "x", set())
+
+    label = "Square-linf ε=0.03137 (black-box-ff)"
+    rob = {("BP-CNN", label): Measure([10.0], [500]), ("Distilled BP-CNN", label): Measure([30.0], [500])}
+    summary = {"rows": rob, "labels": [label], "absent": {label: ["EP-CNN"]}, "markdown": ""}
+    page = write_results_page("cifar10", pipe.steps, tmp_path / "run", tmp_path / "docs", summary).read_text()
+    assert f"| (2) Eq. 8 student more robust than BP-CNN | {label} | holds |" in page
+    assert f"| (2) EP-CNN more robust than BP-CNN | {label} |" not in page
+
+
 def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
     """A part computed only as shards (no plain results file) still reaches the verdicts and its report."""
     from ephw.reproduce.robustness import robustness_summary, write_part_reports
@@ -269,13 +295,13 @@ def test_report_reads_a_sharded_robustness_run(tmp_path: Path) -> None:
     summary = robustness_summary(pipe)
     assert summary is not None
     assert summary["rows"][("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")].values == [25.0]
-    assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932")].images == [4]
+    assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932 (white-box)")].images == [4]
     # per-image scores, so the verdicts can pair models on the same images
-    assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932")].per_image == [[1.0, 0.0, 0.0, 0.0]]
+    assert summary["rows"][("EP-CNN", "PGD-l2 ε=0.4932 (white-box)")].per_image == [[1.0, 0.0, 0.0, 0.0]]
     assert summary["rows"][("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")].per_image == [
         [1.0, 0.0, 0.0, 0.0]
     ]
-    corruptions = summary["rows"][("EP-CNN", "corruptions (mean of every name and severity)")]
+    corruptions = summary["rows"][("EP-CNN", "corruptions, mean of every name and severity (white-box)")]
     assert corruptions.values == [50.0] and corruptions.per_image == [[1.0, 0.5, 0.5, 0.0]]
     assert write_part_reports(pipe) == [tmp_path / "run" / "robustness-white-box.jsonl"]
     assert "EP-CNN [s0]" in (tmp_path / "docs" / "cifar10" / "white-box" / "report.md").read_text()

@@ -37,7 +37,7 @@ def test_seeds_on_the_same_images_keep_the_images_uncertainty() -> None:
 
 
 def test_page_has_robustness_table_and_every_claim(tmp_path: Path) -> None:
-    label_l2, label_sq = "PGD-l2 ε=0.4932", "Square-linf ε=0.03137"
+    label_l2, label_sq = "PGD-l2 ε=0.4932 (white-box)", "Square-linf ε=0.03137 (black-box)"
     label_wc = "worst case per image, L2 ε=0.4932 (white-box)"
     rob = {
         ("EP-CNN", label_l2): Measure([30.0, 31.0, 32.0]),
