@@ -331,8 +331,8 @@ def verdict_lines(claims: list[Claim]) -> list[str]:
         "",
         "## Verdicts",
         "",
-        "Per claim, the evaluations on which it holds, fails, or is inconclusive (its 95 % interval includes "
-        "no difference); robustness comparisons are paired over the part's images (rule: docs/reproduce.md, "
+        "Per claim, the evaluations on which it holds, fails, or is inconclusive (the 95 % interval of the "
+        "difference includes zero); robustness comparisons are paired over the part's images (rule: docs/reproduce.md, "
         "numbers: the table below the summary). A worst case per image is the headline of its part; the single "
         "attacks beside it are upper bounds on robust accuracy. Each verdict is a 95 % interval on its own: "
         "over the ~10 evaluations of a claim, one marginal verdict can be chance, so read a claim by its row.",
