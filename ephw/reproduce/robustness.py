@@ -66,13 +66,13 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
     if not models:
         raise ConfigError(f"no trained models in {pipe.run_dir} yet: run the training stages first")
     names = [m["name"] for m in models]  # surrogates may come from any part's models
-    energy = {f"{s.model} [s{s.seed}]" for s in pipe.steps if s.stage == "train-ep"}
     out = []
     for part in raw.get("parts", []):
         part = dict(part)
         name = part.pop("name")
         part.pop("about", None)  # the results page's description of the part
-        chosen = _chosen(models, part.pop("models", "all"), name, energy)
+        left = left_out(pipe, part.pop("models", "all"), name)
+        chosen = [m for m in models if _FAMILY.match(m["name"])["family"] not in left]
         run = dict(part.pop("run", {}))
         run.update(data=pipe.data, **({"data_root": pipe.data_root} if pipe.data_root else {}))
         if pipe.device is not None:
@@ -92,11 +92,11 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
 PART_MODELS = ("all", "feedforward")
 
 
-def _chosen(models: list[dict[str, Any]], which: str, part: str, energy: set[str]) -> list[dict[str, Any]]:
-    """The ``[[models]]`` entries part ``part`` evaluates: ``all``, or ``feedforward`` (no EP-CNN of ``energy``)."""
+def left_out(pipe: Pipeline, which: str, part: str) -> set[str]:
+    """The model families part ``part`` does not evaluate: none for ``all``, the EP-CNNs for ``feedforward``."""
     if which not in PART_MODELS:
         raise ConfigError(f"part {part!r}: models must be one of {', '.join(PART_MODELS)}, got {which!r}")
-    return models if which == "all" else [m for m in models if m["name"] not in energy]
+    return {s.model for s in pipe.steps if s.stage == "train-ep"} if which == "feedforward" else set()
 
 
 def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[Path]:
@@ -161,16 +161,12 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
         rows, _ = dedupe(shards.read_all(path, read_rows))
         pending = pending_attacks(pipe, part, rows)
         corrupted: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
-        left_out = (
-            {s.model for s in pipe.steps if s.stage == "train-ep"}
-            if parts[part].get("models") == "feedforward"
-            else set()
-        )
+        unasked = left_out(pipe, parts[part].get("models", "all"), part)
 
         def add(family: str, label: str, accuracy: float, n: int, scores: torch.Tensor | None) -> None:
             if label not in labels:
                 labels.append(label)
-                absent[label] = sorted(left_out)
+                absent[label] = sorted(unasked)
             values[(family, label)].append(100.0 * accuracy)
             images[(family, label)].append(n)
             if scores is not None and len(scores) == n:

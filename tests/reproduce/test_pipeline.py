@@ -247,7 +247,7 @@ def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_p
 def test_a_feedforward_part_leaves_the_ep_cnn_out_and_its_verdicts_unasked(tmp_path: Path) -> None:
     """The cpu budget's black-box-ff part runs the cheap models on 5x the images; the EP-CNN is not in
     its plan, so no EP claim is asked on it (rather than reading "not measured")."""
-    from ephw.reproduce.robustness import _chosen, part_configs
+    from ephw.reproduce.robustness import left_out, part_configs
     from ephw.robustness.config import config_from_dict
 
     pipe = Pipeline("cifar10", "cpu", tmp_path / "run")
@@ -259,7 +259,7 @@ def test_a_feedforward_part_leaves_the_ep_cnn_out_and_its_verdicts_unasked(tmp_p
     assert parts["black-box-ff"]["run"]["n"] == 500
     assert len(config_from_dict(parts["black-box-ff"]).models) == 1  # a valid robustness config
     with pytest.raises(ConfigError, match="models must be one of all, feedforward"):
-        _chosen([], "energy", "x", set())
+        left_out(pipe, "energy", "x")
 
     label = "Square-linf ε=0.03137 (black-box-ff)"
     rob = {("BP-CNN", label): Measure([10.0], [500]), ("Distilled BP-CNN", label): Measure([30.0], [500])}
