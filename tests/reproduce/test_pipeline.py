@@ -349,7 +349,7 @@ def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest
     assert (docs / "cifar10" / "white-box" / "report.md").is_file()
     page = (docs / "cifar10.md").read_text()
     assert "| EP-CNN |" in page and "| BP-CNN |" in page and "Adv-CNN" in page
-    assert "(2) EP-CNN more robust than BP-CNN — PGD-l2 ε=0.4932" in page
+    assert "| (2) EP-CNN more robust than BP-CNN | PGD-l2 ε=0.4932 (white-box) |" in page
     assert "worst case per image, L2 ε=0.4932" in page
     first = page
     (docs / "cifar10.md").unlink()
