@@ -421,7 +421,7 @@ def write_results_page(
     if labels:
         lines += robustness_table(clean, rob, labels)
     if robustness and robustness.get("markdown"):
-        lines += ["", "## Robustness", "", robustness["markdown"]]
+        lines += ["", "## Robustness, part by part", "", robustness["markdown"]]
     if data == "cifar10":
         lines += [
             "",

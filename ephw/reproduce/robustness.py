@@ -11,7 +11,6 @@ Measures pool a model family's training seeds (one value per training seed and i
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ephw.errors import ConfigError
 from ephw.outputs import atomic_write
 from ephw.reproduce.report import Measure
+from ephw.robustness.naming import family, seed_name, seeded
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ephw.reproduce.pipeline import Pipeline
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
-_FAMILY = re.compile(r"^(?P<family>.*) \[s(?P<seed>\d+)\]$")
 
 
 def results_path(pipe: Pipeline, part: str) -> Path:
@@ -54,7 +53,7 @@ def trained_models(pipe: Pipeline, ep: dict[str, Any]) -> list[dict[str, Any]]:
         path = pipe.folder(step) / "model.pt"
         if path.is_file():
             pipe.ensure_stamped(step)  # before any row hashes the file
-            entry = {"name": f"{step.model} [s{step.seed}]", "path": str(path)}
+            entry = {"name": seed_name(step.model, step.seed), "path": str(path)}
             models.append({**entry, **ep} if step.stage == "train-ep" else entry)
     return models
 
@@ -72,7 +71,7 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
         name = part.pop("name")
         part.pop("about", None)  # the results page's description of the part
         left = left_out(pipe, part.pop("models", "all"), name)
-        chosen = [m for m in models if _FAMILY.match(m["name"])["family"] not in left]
+        chosen = [m for m in models if family(m["name"]) not in left]
         run = dict(part.pop("run", {}))
         run.update(data=pipe.data, **({"data_root": pipe.data_root} if pipe.data_root else {}))
         if pipe.device is not None:
@@ -80,7 +79,7 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
         checks = dict(part.pop("checks", {}))
         for key in ("transfer_from", "warm_start_from"):
             if isinstance(checks.get(key), list):  # families -> their first trained seed present
-                first = [next((n for n in names if _FAMILY.match(n)["family"] == fam), None) for fam in checks[key]]
+                first = [next((n for n in names if family(n) == fam), None) for fam in checks[key]]
                 checks[key] = [c for c in first if c is not None] or None
                 if checks[key] is None:
                     del checks[key]
@@ -102,7 +101,6 @@ def left_out(pipe: Pipeline, which: str, part: str) -> set[str]:
 def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[Path]:
     """Run (or continue) every part's grid over every finished model, then each part's report."""
     from ephw.robustness.config import config_from_dict
-    from ephw.robustness.report import write_report
     from ephw.robustness.runner import run_robustness as run_grid
 
     outs = []
@@ -114,7 +112,7 @@ def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[P
         out = results_path(pipe, part)
         log(f"[robustness] {part}: {len(raw['models'])} models -> {out}")
         run_grid(cfg, out, shard=pipe.shard)
-        write_report(out, pipe.docs_dir / pipe.data / part)
+        _write_part_report(pipe, part)
         outs.append(out)
     return outs
 
@@ -126,15 +124,25 @@ def write_part_reports(pipe: Pipeline) -> list[Path]:
     rewrites every part's from the committed results, finished or not (a sharded or stopped run).
     """
     from ephw.robustness import shards
-    from ephw.robustness.report import write_report
 
     written = []
     for part, _ in _parts(pipe):
         out = results_path(pipe, part)
         if out.is_file() or shards.shard_files(out):
-            write_report(out, pipe.docs_dir / pipe.data / part)
+            _write_part_report(pipe, part)
             written.append(out)
     return written
+
+
+def _write_part_report(pipe: Pipeline, part: str) -> None:
+    """Part ``part``'s report, its unfinished worst cases marked as upper bounds (:func:`pending_attacks`)."""
+    from ephw.robustness import shards
+    from ephw.robustness.report import write_report
+    from ephw.robustness.runner import dedupe, read_rows
+
+    out = results_path(pipe, part)
+    rows, _ = dedupe(shards.read_all(out, read_rows))
+    write_report(out, pipe.docs_dir / pipe.data / part, pending=pending_attacks(pipe, part, rows))
 
 
 def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
@@ -173,20 +181,20 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
                 per_image[(family, label)].append(scores.double().tolist())
 
         for row in rows:
-            m = _FAMILY.match(str(row.get("model", "")))
+            m = seeded(str(row.get("model", "")))
             if m is None or row.get("check"):
                 continue
             if row.get("kind") == "corruption":  # one value per model and seed: the mean over corruptions
-                corrupted[(m["family"], row["model"], int(row["seed"]))].append(row)
+                corrupted[(m[0], row["model"], int(row["seed"]))].append(row)
                 continue
             if (label := row_label(row, part)) is not None:
-                add(m["family"], label, float(row["accuracy"]), int(row["n"]), _scores([row]))
-        for (family, _model, _seed), crows in corrupted.items():
+                add(m[0], label, float(row["accuracy"]), int(row["n"]), _scores([row]))
+        for (fam, _model, _seed), crows in corrupted.items():
             accuracy = sum(float(r["accuracy"]) for r in crows) / len(crows)
             n = min(int(r["n"]) for r in crows)
-            add(family, f"corruptions, mean of every name and severity ({part})", accuracy, n, _scores(crows))
+            add(fam, f"corruptions, mean of every name and severity ({part})", accuracy, n, _scores(crows))
         for (model, norm, eps, seed), wc in survival.worst_case(rows).items():
-            m = _FAMILY.match(str(model))
+            m = seeded(str(model))
             if m is None:
                 continue
             label = f"worst case per image, {norm} ε={float(eps):.4g} ({part})"
@@ -194,7 +202,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if left:  # fewer attacks than planned: only an upper bound, and it would flatter the model
                 incomplete.append(f"{model}, {norm} ε={float(eps):.4g} ({part}): {left} attack rows still to run")
                 continue
-            add(m["family"], label, float(wc["accuracy"]), int(wc["n"]), wc["alive"])
+            add(m[0], label, float(wc["accuracy"]), int(wc["n"]), wc["alive"])
         report = pipe.docs_dir / pipe.data / part / "report.md"
         if report.is_file():
             rel = f"{pipe.data}/{part}"  # relative to the results page <docs>/<data>.md

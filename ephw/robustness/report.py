@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ephw.errors import InputError
 from ephw.outputs import atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
 from ephw.robustness.config import parse_effort
+from ephw.robustness.naming import families
 from ephw.robustness.runner import dedupe, read_rows, write_json_atomic
 from ephw.stats import accuracy_ci, mean_ci
 
@@ -54,12 +56,32 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, list[f
     return out
 
 
-def worst_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, list[float]]]]:
-    """``norm -> model -> eps -> [worst-case accuracy per seed]`` over every attack row with a survival record."""
-    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for (model, norm, eps, _seed), wc in sorted(survival.worst_case(rows).items(), key=lambda kv: str(kv[0])):
-        out[norm][model][eps].append(wc["accuracy"])
-    return out
+#: ``(model, norm, eps rounded to 9 digits, seed) -> `` attack rows of the plan not run yet.
+Pending = Mapping[tuple[str, str, float, int], int]
+
+
+def worst_curves(
+    rows: list[dict[str, Any]], pending: Pending | None = None
+) -> dict[str, dict[str, dict[float, list[float]]]]:
+    """``norm -> model -> eps -> [worst-case accuracy per seed]`` over every attack row with a survival record.
+
+    A worst case with attack rows still in ``pending`` is left out: over fewer attacks than
+    planned it is only an upper bound (the report's tables show it as one).
+    """
+    return _worst_split(rows, pending or {})[0]
+
+
+def _worst_split(rows: list[dict[str, Any]], pending: Pending) -> tuple[dict, dict]:
+    done: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    partial: dict = defaultdict(lambda: defaultdict(dict))
+    for (model, norm, eps, seed), wc in sorted(survival.worst_case(rows).items(), key=lambda kv: str(kv[0])):
+        left = pending.get((model, norm, round(float(eps), 9), int(seed)), 0)
+        if left:
+            accs, before = partial[norm][model].get(eps, ([], 0))
+            partial[norm][model][eps] = ([*accs, wc["accuracy"]], before + left)
+        else:
+            done[norm][model][eps].append(wc["accuracy"])
+    return done, partial
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -67,7 +89,10 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in body]
 
 
-def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[str, str]) -> str:
+def markdown(
+    rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[str, str], pending: Pending | None = None
+) -> str:
+    """The report's text (module docstring); ``pending`` marks worst cases still waiting for attack rows."""
     models = _order(rows, "model")
     attacks = _order([r for r in rows if r["kind"] == "attack"], "attack")
     suspect = set(check["suspect_models"])
@@ -97,7 +122,7 @@ def markdown(rows: list[dict[str, Any]], check: dict[str, Any], figures: dict[st
     else:
         out += _checklist_table(check, suspect)
 
-    out += _worst_case_tables(rows, models, label, n)
+    out += _worst_case_tables(rows, models, label, n, pending or {})
 
     clean = defaultdict(list)
     for r in rows:
@@ -182,11 +207,20 @@ def _rerun_label(check: str) -> str:
     }.get(kind, check)
 
 
-def _worst_case_tables(rows, models, label, n: int | None = None) -> list[str]:
+def _worst_case_tables(rows, models, label, n: int | None = None, pending: Pending | None = None) -> list[str]:
     """The headline (worst case per image) and, at each eps with reruns, every attack side by side."""
-    wc = worst_curves(rows)
-    if not wc:
+    wc, partial = _worst_split(rows, pending or {})
+    if not wc and not partial:
         return []
+
+    def cell(norm: str, m: str, eps: float) -> str:
+        if wc.get(norm, {}).get(m, {}).get(eps):
+            return _fmt(wc[norm][m][eps], n)
+        if eps in partial.get(norm, {}).get(m, {}):
+            accs, left = partial[norm][m][eps]
+            return f"≤ {100 * sum(accs) / len(accs):.1f} ({left} to run)"
+        return "-"
+
     out = [
         "## Worst case per image (headline)",
         "",
@@ -195,11 +229,15 @@ def _worst_case_tables(rows, models, label, n: int | None = None) -> list[str]:
         'is classified correctly when clean — AutoAttack\'s "ensemble" robust accuracy.',
         "",
     ]
-    for norm in sorted(wc):
-        eps_all = sorted({e for m in wc[norm] for e in wc[norm][m]})
-        body = [
-            [f"{e:.4g}"] + [_fmt(wc[norm][m][e], n) if wc[norm][m].get(e) else "-" for m in models] for e in eps_all
+    if partial:
+        out += [
+            "`≤ x (k to run)`: the run has not made every planned attack at that eps yet (k rows left); "
+            "a worst case over fewer attacks is only an upper bound, and the figure leaves it out.",
+            "",
         ]
+    for norm in sorted({*wc, *partial}):
+        eps_all = sorted({e for part in (wc, partial) for m in part.get(norm, {}) for e in part[norm][m]})
+        body = [[f"{e:.4g}"] + [cell(norm, m, e) for m in models] for e in eps_all]
         out += [f"### {norm}", ""] + _table(["eps"] + [label[m] for m in models], body) + [""]
     # every attack at each eps that has reruns
     groups: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -212,10 +250,7 @@ def _worst_case_tables(rows, models, label, n: int | None = None) -> list[str]:
         body = [
             [lab] + [_fmt(by_label[lab][m], n) if by_label[lab].get(m) else "-" for m in models] for lab in by_label
         ]
-        body.append(
-            ["**worst case per image**"]
-            + [_fmt(wc[norm][m][eps], n) if wc.get(norm, {}).get(m, {}).get(eps) else "-" for m in models]
-        )
+        body.append(["**worst case per image**"] + [cell(norm, m, eps) for m in models])
         out += [
             f"### Every attack at {norm} eps {eps:.4g}",
             "",
@@ -313,7 +348,20 @@ def _classwise(rows, models, label, cur) -> list[str]:
     return out if any_rows else []
 
 
-def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
+def _palette(k: int) -> list[str]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
+    return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(k)]
+
+
+def _legend_name(fam: str, members: list[str], suspect: set[str]) -> str:
+    seeds = f" ({len(members)} seeds)" if len(members) > 1 else ""
+    return fam + seeds + (" ⚠" if any(m in suspect for m in members) else "")
+
+
+def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None = None) -> bool:
+    """One panel per norm's worst case, then per attack; one line per model family (its seeds pooled)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,7 +371,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
     cur = dict(curves(rows))
     attacks = [a for a in _order([r for r in rows if r["kind"] == "attack"], "attack") if a in cur]
     meta = {r["attack"]: r for r in rows if r["kind"] == "attack"}
-    wc = worst_curves(rows)
+    wc = worst_curves(rows, pending)
     for norm in sorted(wc, key=str, reverse=True):  # the headline panels first
         name = f"worst case per image ({'ℓ2' if norm == 'L2' else 'ℓ∞'})"
         cur[name] = wc[norm]
@@ -331,22 +379,25 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
         attacks.insert(0, name)
     if not attacks:
         return False
-    models = _order(rows, "model")
+    groups = families(_order(rows, "model"))
     n = max((int(r["n"]) for r in rows if r["kind"] == "clean"), default=None)  # test images per seed
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.8), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 4.2), squeeze=False, layout="constrained")
+    colors = _palette(len(groups))
     for ax, a, letter in zip(axes[0], attacks, "abcdefghij"):
-        for i, m in enumerate(models):
-            pts = sorted((e, v) for e, v in cur[a].get(m, {}).items() if e > 0)
+        for i, (fam, members) in enumerate(groups.items()):
+            pooled: dict[float, list[float]] = defaultdict(list)  # eps -> accuracy per (training, image) seed
+            for m in members:
+                for e, v in cur[a].get(m, {}).items():
+                    pooled[e] += v
+            pts = sorted((e, v) for e, v in pooled.items() if e > 0)
             if not pts:
                 continue
             eps = [e for e, _ in pts]
             stats = [accuracy_ci(v, n) for _, v in pts]
             mean = [100 * s[0] for s in stats]
             half = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
-            name = m + (" ⚠" if m in suspect else "")
-            c = colors[i % len(colors)]
-            ax.plot(eps, mean, "o-", color=c, label=name, ms=3.5)
+            c = colors[i]
+            ax.plot(eps, mean, "o-", color=c, label=_legend_name(fam, members, suspect), ms=3.5)
             ax.fill_between(
                 eps, [u - h for u, h in zip(mean, half)], [u + h for u, h in zip(mean, half)], color=c, alpha=0.2, lw=0
             )
@@ -360,15 +411,25 @@ def _plot_attacks(rows, path: Path, suspect: set[str]) -> bool:
         ax.set_ylim(-2, 102)
         ax.set_title(f"{letter}) {a}", fontweight="bold" if a.startswith("worst case") else "normal")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    handles, names = _legend_entries(axes[0])
+    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), fontsize=8, frameon=False)
     fig.suptitle("Accuracy vs ε (bands: 95% CI over seeds and test images)", fontsize=10)
-    fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
     plt.close(fig)
     return True
 
 
+def _legend_entries(axes) -> tuple[list, list[str]]:
+    """Every line label of ``axes``, once each, in first-seen order (a family may miss some panels)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    return list(seen.values()), list(seen)
+
+
 def _plot_corruptions(rows, path: Path, suspect: set[str]) -> bool:
+    """Accuracy per corruption (mean over severities) and vs severity; one bar/line per model family."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -377,55 +438,62 @@ def _plot_corruptions(rows, path: Path, suspect: set[str]) -> bool:
     corr = [r for r in rows if r["kind"] == "corruption"]
     if not corr:
         return False
-    models = _order(corr, "model")
+    groups = families(_order(corr, "model"))
+    fam_of = {m: f for f, ms in groups.items() for m in ms}
     names = _order(corr, "attack")
-    by = defaultdict(lambda: defaultdict(list))
-    sev = defaultdict(lambda: defaultdict(list))
+    by = defaultdict(lambda: defaultdict(list))  # (family, corruption) -> (model, image seed) -> accuracies
+    sev = defaultdict(lambda: defaultdict(list))  # (family, severity) -> (model, image seed) -> accuracies
     for r in corr:
-        by[(r["model"], r["attack"])][r["seed"]].append(float(r["accuracy"]))
-        sev[(r["model"], int(r["eps"]))][r["seed"]].append(float(r["accuracy"]))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1]})
-    width = 0.8 / len(models)
-    for i, m in enumerate(models):
+        unit = (r["model"], r["seed"])
+        by[(fam_of[r["model"]], r["attack"])][unit].append(float(r["accuracy"]))
+        sev[(fam_of[r["model"]], int(r["eps"]))][unit].append(float(r["accuracy"]))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 1]}, layout="constrained")
+    colors = _palette(len(groups))
+    width = 0.8 / len(groups)
+    for i, (fam, members) in enumerate(groups.items()):
         stats = [
-            mean_ci([sum(v) / len(v) for v in by[(m, n)].values()]) if by[(m, n)] else (math.nan, 0) for n in names
+            mean_ci([sum(v) / len(v) for v in by[(fam, n)].values()]) if by[(fam, n)] else (math.nan, 0) for n in names
         ]
         mean = [100 * s[0] for s in stats]
         err = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
-        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(names))]
-        ax.bar(xs, mean, width, yerr=err, capsize=2, label=m + (" ⚠" if m in suspect else ""))
-        levels = sorted({s for (mm, s) in sev if mm == m})
-        st = [mean_ci([sum(v) / len(v) for v in sev[(m, s)].values()]) for s in levels]
+        xs = [k + (i - (len(groups) - 1) / 2) * width for k in range(len(names))]
+        ax.bar(xs, mean, width, yerr=err, capsize=1.5, color=colors[i], label=_legend_name(fam, members, suspect))
+        levels = sorted({s for (f, s) in sev if f == fam})
+        st = [mean_ci([sum(v) / len(v) for v in sev[(fam, s)].values()]) for s in levels]
         ax2.errorbar(
             levels,
             [100 * s[0] for s in st],
             yerr=[0 if math.isnan(s[1]) else 100 * s[1] for s in st],
             marker="o",
+            ms=3.5,
             capsize=2,
-            label=m,
+            color=colors[i],
         )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([n.replace("_", " ") for n in names], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%), mean over severities")
     ax.set_ylim(0, 102)
-    ax.legend(fontsize=8, ncol=len(models), loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Natural corruptions ({corr[0].get('table', '?')} severity table)", fontsize=10)
+    fig.legend(loc="outside lower center", ncol=min(4, len(groups)), fontsize=8, frameon=False)
+    fig.suptitle(
+        f"Natural corruptions ({corr[0].get('table', '?')} severity table; error bars: 95% CI over seeds)", fontsize=10
+    )
     ax2.set_xlabel("severity")
     ax2.set_ylabel("accuracy (%), mean over corruptions")
     ax2.set_ylim(0, 102)
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
     plt.close(fig)
     return True
 
 
-def write_report(results: str | Path, out: str | Path, warn=None) -> dict[str, Path]:
+def write_report(results: str | Path, out: str | Path, warn=None, pending: Pending | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``attacks.png``, ``corruptions.png`` and ``checklist.json`` into ``out``.
 
     Duplicate rows (same key) are dropped, the first kept; ``warn(message)`` is called once
-    naming them (default: a line on stderr), and the report lists them.
+    naming them (default: a line on stderr), and the report lists them. ``pending`` (from the
+    run's plan, e.g. :func:`ephw.reproduce.robustness.pending_attacks`) names the worst cases
+    whose attacks are not all run yet: the tables show them as upper bounds, the figure leaves them out.
     """
     rows = shards.read_all(Path(results), read_rows)  # the results file and its shard files
     if not rows:
@@ -445,7 +513,7 @@ def write_report(results: str | Path, out: str | Path, warn=None) -> dict[str, P
     suspect = set(check["suspect_models"])
     files: dict[str, Path] = {}
     figures: dict[str, str] = {}
-    if _plot_attacks(rows, out / "attacks.png", suspect):
+    if _plot_attacks(rows, out / "attacks.png", suspect, pending):
         files["attacks"] = out / "attacks.png"
         figures["attacks"] = "attacks.png"
     if _plot_corruptions(rows, out / "corruptions.png", suspect):
@@ -453,7 +521,7 @@ def write_report(results: str | Path, out: str | Path, warn=None) -> dict[str, P
         figures["corruptions"] = "corruptions.png"
     write_json_atomic(out / "checklist.json", checklist.dumps(check))
     files["checklist"] = out / "checklist.json"
-    md = markdown(rows, check, figures)
+    md = markdown(rows, check, figures, pending)
     if dropped:
         md += "\n## Dropped duplicate rows\n\n" + "\n".join(f"- {d}" for d in dropped) + "\n"
     atomic_write(out / "report.md", md)

@@ -148,3 +148,20 @@ def test_a_corruptions_only_report_says_the_checklist_does_not_apply(tmp_path):
     text = write_report(out, tmp_path / "report")["report"].read_text()
     assert "the checklist does not apply" in text and "not checked" not in text
     assert "gaussian_noise" in text
+
+
+def test_a_worst_case_with_attacks_still_to_run_is_an_upper_bound_and_not_plotted(tmp_path):
+    from ephw.robustness.report import worst_curves
+
+    ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    out = tmp_path / "r.jsonl"
+    run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False)
+    rows = read_rows(out)
+    pending = {("ff", "L2", 1.0, 0): 2}  # e.g. two cascade rows the plan still holds
+    assert worst_curves(rows)["L2"]["ff"][1.0] and "L2" not in worst_curves(rows, pending)
+    done = write_report(out, tmp_path / "done")["report"].read_text()
+    partial = write_report(out, tmp_path / "partial", pending=pending)["report"].read_text()
+    wc = 100 * rows[-1]["accuracy"]  # one attack row: the worst case is its accuracy
+    assert "to run)" not in done and f"| 1 | {wc:.1f} ± " in done
+    assert f"| 1 | ≤ {wc:.1f} (2 to run) |" in partial
+    assert "only an upper bound" in partial
