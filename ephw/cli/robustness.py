@@ -39,6 +39,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q = kinds.add_parser("report", help="markdown table, paper-style figures and the obfuscation checklist")
     q.add_argument("results", help="results file of `ephw robustness run`")
     q.add_argument("--out", default=None, help="report folder (default: RESULTS without .jsonl, + '-report')")
+    q.add_argument(
+        "--config",
+        default=None,
+        help="the run's TOML: worst cases whose planned attacks have not all run are shown as upper bounds",
+    )
     q.add_argument("--device", default=None, help="accepted like every command's; a report computes nothing on it")
     q.set_defaults(func=report_cmd)
 
@@ -81,6 +86,14 @@ def report_cmd(args: argparse.Namespace) -> int:
 
     results = Path(args.results)
     out = Path(args.out) if args.out else results.with_name(results.name.removesuffix(".jsonl") + "-report")
-    files = write_report(results, out)
+    pending = None
+    if args.config is not None:
+        from ephw.robustness import shards
+        from ephw.robustness.config import load_config
+        from ephw.robustness.runner import dedupe, pending_attacks, read_rows
+
+        rows, _ = dedupe(shards.read_all(results, read_rows))
+        pending = pending_attacks(load_config(args.config), rows)
+    files = write_report(results, out, pending=pending)
     print(json.dumps({k: str(v) for k, v in files.items()}))
     return 0

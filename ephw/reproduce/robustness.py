@@ -253,20 +253,12 @@ def pending_attacks(pipe: Pipeline, part: str, rows: list[dict[str, Any]]) -> di
     without it nothing is known to be missing.
     """
     from ephw.robustness.config import config_from_dict
-    from ephw.robustness.runner import plan, row_key
+    from ephw.robustness.runner import pending_attacks as pending
 
     saved = pipe.run_dir / f"robustness-{part}.json"
     if not saved.is_file():
         return {}
-    cfg = config_from_dict(json.loads(saved.read_text()))
-    stochastic = frozenset(r["model"] for r in rows if r.get("kind") == "clean" and r.get("stochastic"))
-    done = {row_key(r) for r in rows}
-    norms = {a.name: a.norm for a in cfg.attacks}
-    pending: dict[tuple, int] = defaultdict(int)
-    for t in plan(cfg, stochastic):
-        if t.kind == "attack" and t.key not in done:
-            pending[(t.model, norms[t.attack], round(float(t.eps), 9), t.seed)] += 1
-    return pending
+    return pending(config_from_dict(json.loads(saved.read_text())), rows)
 
 
 def part_names(pipe: Pipeline) -> list[str]:

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,22 @@ def plan(
                 for sev in cfg.corruptions.severities:
                     tasks += [Task("corruption", m.name, seed, name, float(sev)) for m in cfg.models]
     return tasks
+
+
+def pending_attacks(cfg: RobustnessConfig, rows: list[dict[str, Any]]) -> dict[tuple[str, str, float, int], int]:
+    """``(model, norm, eps rounded to 9 digits, seed) -> `` attack rows of ``cfg``'s plan not in ``rows`` yet.
+
+    What :func:`ephw.robustness.report.write_report` needs to tell a finished worst case from an
+    upper bound. EOT rows count only for models ``rows`` already found random.
+    """
+    stochastic = frozenset(r["model"] for r in rows if r.get("kind") == "clean" and r.get("stochastic"))
+    done = {row_key(r) for r in rows}
+    norms = {a.name: a.norm for a in cfg.attacks}
+    pending: dict[tuple[str, str, float, int], int] = defaultdict(int)
+    for t in plan(cfg, stochastic):
+        if t.kind == "attack" and t.key not in done:
+            pending[(t.model, norms[t.attack], round(float(t.eps), 9), t.seed)] += 1
+    return dict(pending)
 
 
 def _is_ep_spec(spec: Any) -> bool:

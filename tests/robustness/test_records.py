@@ -150,18 +150,32 @@ def test_a_corruptions_only_report_says_the_checklist_does_not_apply(tmp_path):
     assert "gaussian_noise" in text
 
 
-def test_a_worst_case_with_attacks_still_to_run_is_an_upper_bound_and_not_plotted(tmp_path):
+def test_a_worst_case_with_attacks_still_to_run_is_an_upper_bound_and_not_plotted(tmp_path, capsys):
+    from ephw.robustness.config import load_config
     from ephw.robustness.report import worst_curves
+    from ephw.robustness.runner import pending_attacks
 
     ckpt = _ff_checkpoint(tmp_path / "ff.pt", seed=0)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[run]\ndata = "digits"\nn = 16\nseeds = [0]\n[[models]]\nname = "ff"\npath = "{ckpt}"\n'
+        '[[attacks]]\nname = "pgd"\nmethod = "pgd"\nnorm = "L2"\neps = [1.0]\nsteps = 4\nrestarts = 1\n'
+        '[[attacks]]\nname = "square"\nmethod = "square"\nnorm = "L2"\neps = [1.0]\nn_queries = 10\ncascade = true\n'
+        "[checks]\nzero_grad_images = 0\ndouble_steps = false\ndouble_restarts = false\n"
+    )
     out = tmp_path / "r.jsonl"
-    run_robustness(config_from_dict(_cfg(ckpt)), out, progress=False)
+    run = ["robustness", "run", "--config", str(cfg), "--out", str(out), "--no-progress"]
+    assert main([*run, "--limit", "2"]) == 0  # clean and PGD: the Square cascade is still to run
     rows = read_rows(out)
-    pending = {("ff", "L2", 1.0, 0): 2}  # e.g. two cascade rows the plan still holds
+    pending = pending_attacks(load_config(cfg), rows)
+    assert pending == {("ff", "L2", 1.0, 0): 1}
     assert worst_curves(rows)["L2"]["ff"][1.0] and "L2" not in worst_curves(rows, pending)
-    done = write_report(out, tmp_path / "done")["report"].read_text()
-    partial = write_report(out, tmp_path / "partial", pending=pending)["report"].read_text()
-    wc = 100 * rows[-1]["accuracy"]  # one attack row: the worst case is its accuracy
-    assert "to run)" not in done and f"| 1 | {wc:.1f} ± " in done
-    assert f"| 1 | ≤ {wc:.1f} (2 to run) |" in partial
-    assert "only an upper bound" in partial
+    wc = 100 * rows[-1]["accuracy"]  # one attack row so far: the worst case is its accuracy
+    assert main(["robustness", "report", str(out), "--out", str(tmp_path / "plain")]) == 0
+    assert f"| 1 | {wc:.1f} ± " in (tmp_path / "plain" / "report.md").read_text()  # no plan: looks finished
+    assert main(["robustness", "report", str(out), "--config", str(cfg), "--out", str(tmp_path / "partial")]) == 0
+    partial = (tmp_path / "partial" / "report.md").read_text()
+    assert f"| 1 | ≤ {wc:.1f} (1 to run) |" in partial and "only an upper bound" in partial
+    assert main(run) == 0  # the cascade runs: the worst case is final
+    assert pending_attacks(load_config(cfg), read_rows(out)) == {}
+    capsys.readouterr()
