@@ -114,6 +114,11 @@ def paired_difference(a: Measure, b: Measure) -> tuple[float, float, int] | None
     return 100.0 * diff, half, len(ma)
 
 
+#: Why two measures at 0 % are not compared: no image survives either, so neither "more robust" nor
+#: "keeps the level" says anything about the models.
+AT_ZERO = "both at 0 %: the attack leaves no image to compare"
+
+
 def judge(a: Measure | None, b: Measure | None, claim: str = ">") -> tuple[str, str]:
     """``(word, why)``: whether ``a claim b`` (``>``: a larger, ``<``: a smaller) holds, per the module doc.
 
@@ -121,6 +126,8 @@ def judge(a: Measure | None, b: Measure | None, claim: str = ">") -> tuple[str, 
     """
     if a is None or b is None or not a.values or not b.values:
         return "not measured", ""
+    if all(v == 0 for v in (*a.values, *b.values)):
+        return "inconclusive", AT_ZERO
     if (paired := paired_difference(a, b)) is not None:
         diff, half, n = paired
         why = f"Δ = {diff:+.1f} ± {half:.1f} points, paired over {n} images"
@@ -151,7 +158,7 @@ def keeps(a: Measure | None, b: Measure | None) -> str:
         return _words("does not hold", why)
     if word == "does not hold":
         return _words("holds", "higher" + (f"; {why}" if why else ""))
-    if word == "inconclusive" and why != "one seed each: no interval":
+    if word == "inconclusive" and why not in ("one seed each: no interval", AT_ZERO):
         return _words("holds", "difference within the CIs" + ("" if why == "CIs overlap" else f"; {why}"))
     return _words(word, why)
 

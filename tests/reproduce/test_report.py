@@ -25,6 +25,15 @@ def test_verdict_rule() -> None:
     assert keeps(low, high) == "does not hold" and keeps(near, high).startswith("holds")
 
 
+def test_two_models_at_zero_are_not_compared() -> None:
+    """An attack that leaves no image standing for either model says nothing about either claim."""
+    zero = Measure([0.0, 0.0, 0.0], [100] * 3, [[0.0] * 100] * 3)
+    other = Measure([0.0], [100], [[0.0] * 100])
+    assert verdict(zero, other) == "inconclusive (both at 0 %: the attack leaves no image to compare)"
+    assert keeps(zero, other) == verdict(zero, other)  # not "holds (difference within the CIs)"
+    assert keeps(Measure([0.0], [100]), Measure([3.0], [100])).startswith("holds")  # one of them above: compared
+
+
 def test_seeds_on_the_same_images_keep_the_images_uncertainty() -> None:
     """Three seeds that agree exactly still leave open which 100 images were drawn."""
     same = Measure([15.0, 15.0, 15.0], [100, 100, 100])
