@@ -148,7 +148,7 @@ def _write_part_report(pipe: Pipeline, part: str) -> None:
 def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     """Measures per (model family, label) from the results files, for the verdicts; ``None`` if none ran."""
     from ephw.robustness import shards, survival
-    from ephw.robustness.runner import dedupe, read_rows
+    from ephw.robustness.runner import dedupe, pending_key, read_rows
 
     parts = dict(_parts(pipe))
     files = [
@@ -198,7 +198,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if m is None:
                 continue
             label = f"worst case per image, {norm} ε={float(eps):.4g} ({part})"
-            left = pending.get((model, norm, round(float(eps), 9), int(seed)), 0)
+            left = pending.get(pending_key(model, norm, eps, seed), 0)
             if left:  # fewer attacks than planned: only an upper bound, and it would flatter the model
                 incomplete.append(f"{model}, {norm} ε={float(eps):.4g} ({part}): {left} attack rows still to run")
                 continue

@@ -27,7 +27,7 @@ from ephw.outputs import atomic_write, ensure_dir
 from ephw.robustness import checklist, shards, survival
 from ephw.robustness.config import parse_effort
 from ephw.robustness.naming import families
-from ephw.robustness.runner import dedupe, read_rows, write_json_atomic
+from ephw.robustness.runner import dedupe, pending_key, read_rows, write_json_atomic
 from ephw.stats import accuracy_ci, mean_ci
 
 
@@ -75,7 +75,7 @@ def _worst_split(rows: list[dict[str, Any]], pending: Pending) -> tuple[dict, di
     done: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     partial: dict = defaultdict(lambda: defaultdict(dict))
     for (model, norm, eps, seed), wc in sorted(survival.worst_case(rows).items(), key=lambda kv: str(kv[0])):
-        left = pending.get((model, norm, round(float(eps), 9), int(seed)), 0)
+        left = pending.get(pending_key(model, norm, eps, seed), 0)
         if left:
             accs, before = partial[norm][model].get(eps, ([], 0))
             partial[norm][model][eps] = ([*accs, wc["accuracy"]], before + left)
@@ -492,7 +492,7 @@ def write_report(results: str | Path, out: str | Path, warn=None, pending: Pendi
 
     Duplicate rows (same key) are dropped, the first kept; ``warn(message)`` is called once
     naming them (default: a line on stderr), and the report lists them. ``pending`` (from the
-    run's plan, e.g. :func:`ephw.reproduce.robustness.pending_attacks`) names the worst cases
+    run's plan, :func:`ephw.robustness.runner.pending_attacks`) names the worst cases
     whose attacks are not all run yet: the tables show them as upper bounds, the figure leaves them out.
     """
     rows = shards.read_all(Path(results), read_rows)  # the results file and its shard files

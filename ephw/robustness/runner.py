@@ -209,6 +209,11 @@ def plan(
     return tasks
 
 
+def pending_key(model: str, norm: str, eps: float, seed: int) -> tuple[str, str, float, int]:
+    """The key of :func:`pending_attacks`' map: ``eps`` rounded to 9 digits, so a row's and a plan's eps meet."""
+    return (model, norm, round(float(eps), 9), int(seed))
+
+
 def pending_attacks(cfg: RobustnessConfig, rows: list[dict[str, Any]]) -> dict[tuple[str, str, float, int], int]:
     """``(model, norm, eps rounded to 9 digits, seed) -> `` attack rows of ``cfg``'s plan not in ``rows`` yet.
 
@@ -221,7 +226,7 @@ def pending_attacks(cfg: RobustnessConfig, rows: list[dict[str, Any]]) -> dict[t
     pending: dict[tuple[str, str, float, int], int] = defaultdict(int)
     for t in plan(cfg, stochastic):
         if t.kind == "attack" and t.key not in done:
-            pending[(t.model, norms[t.attack], round(float(t.eps), 9), t.seed)] += 1
+            pending[pending_key(t.model, norms[t.attack], t.eps, t.seed)] += 1
     return dict(pending)
 
 
