@@ -33,15 +33,19 @@ the caller's random state is left untouched.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ephw.errors import ConfigError
+from ephw.robustness import progress
 from ephw.robustness.models import Classifier
 
 METHODS = ("pgd", "autoattack", "square")
@@ -254,6 +258,10 @@ class IterateWitness(nn.Module):
         return logits
 
 
+def _sha(t: Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
 def restart_seed(seed: int, restart: int) -> int:
     """The torch seed of PGD restart ``restart`` of a row seeded ``seed`` (restart 0 = the seed itself)."""
     return seed if restart == 0 else seed * 1_000_003 + 7919 * restart
@@ -272,6 +280,7 @@ def run_attack(
     start: Tensor | None = None,
     eot: int | None = None,
     deterministic: bool = False,
+    progress: str | Path | None = None,
 ) -> AttackOutcome:
     """Attack ``model`` on images ``x`` ``(n, C, H, W)`` in ``[0, 1]`` with labels ``y`` ``(n,)`` at ``eps``.
 
@@ -284,6 +293,10 @@ def run_attack(
         deterministic: the model's prediction is a function of its input (no read noise):
             PGD then skips images it misclassifies and drops an image from the batch at its
             first misclassified iterate (same robust accuracy, less work; see the module doc).
+        progress: a file where PGD saves its state after every batch of every restart
+            (:mod:`ephw.robustness.progress`); a rerun with the same file resumes after the last
+            saved batch with the same result. The caller removes the file once the result is kept.
+            A resumed deterministic run returns ``adv`` ``None`` (its earlier images are not saved).
 
     At ``eps = 0`` AutoAttack and Square are skipped and the clean predictions returned
     (there is nothing to search); PGD runs as usual.
@@ -294,7 +307,7 @@ def run_attack(
         if spec.method == "pgd":
             runs = range(1) if start is not None else (restarts or range(spec.restarts))
             correct, notes, adv = _pgd(
-                model, spec, x, y, eps, steps or spec.steps, seed, runs, start, eot or spec.eot, deterministic
+                model, spec, x, y, eps, steps or spec.steps, seed, runs, start, eot or spec.eot, deterministic, progress
             )
         elif eps == 0:
             correct, notes, adv = model.predict(x, spec.batch_size) == y, {"eps0": "clean predictions"}, x.clone()
@@ -302,7 +315,8 @@ def run_attack(
             correct, notes, adv = _autoattack(model, spec, x, y, eps, seed, eot or spec.eot)
         else:
             correct, notes, adv = _square(model, spec, x, y, eps, seed)
-    return AttackOutcome(correct.cpu(), time.perf_counter() - t0, notes, adv)
+    before = notes.get("resumed", {}).get("seconds_before", 0.0)
+    return AttackOutcome(correct.cpu(), time.perf_counter() - t0 + before, notes, adv)
 
 
 def _pgd_class(norm: str, start: Tensor | None) -> type:
@@ -333,6 +347,7 @@ def _pgd(
     start: Tensor | None,
     eot: int | None,
     deterministic: bool = False,
+    progress_file: str | Path | None = None,
 ):
     import foolbox as fb
 
@@ -347,26 +362,60 @@ def _pgd(
     # the ball holds x itself: a deterministic model that misclassifies it is broken already
     alive = model.predict(x, spec.batch_size) == y if freeze else torch.ones(len(y), dtype=torch.bool, device=y.device)
     adv = x.clone()
-    survivors = []
+    survivors: list[int] = []
     earlier = 0  # images whose returned adversarial is an earlier iterate than foolbox's last
     cycle = getattr(model.module, "use_restart", None)  # EP models: restart r's gradient mode
+    settings = {"spec": repr(spec), "eps": float(eps), "steps": steps, "seed": seed, "runs": [runs.start, runs.stop]}
+    settings |= {"deterministic": deterministic, "eot": eot, "start": None if start is None else _sha(start)}
+    key = progress.row_key(x, y, settings) if progress_file is not None else ""
+    saved = progress.load(progress_file, key) if progress_file is not None else None
+    before = 0.0
+    if saved is not None:
+        alive, survivors, earlier, before = (
+            saved.alive.to(alive.device),
+            list(saved.survivors),
+            saved.earlier,
+            saved.seconds,
+        )
+        if saved.adv is not None:
+            adv = saved.adv.to(x.device)
+    keep_adv = not deterministic
+    t0 = time.perf_counter()
+
+    def checkpoint(r: int, idx: Tensor, batches: int, earlier_now: int) -> None:
+        cuda_rng = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
+        state = progress.RowProgress(
+            key, r, idx.cpu(), batches, alive.cpu(), adv.cpu() if keep_adv else None, list(survivors),
+            earlier + earlier_now, torch.get_rng_state(), before + time.perf_counter() - t0, cuda_rng,
+        )  # fmt: skip
+        progress.save(progress_file, state)
+
     try:
         for r in runs:
-            idx = alive.nonzero().flatten()
+            resume = saved is not None and r == saved.restart
+            if saved is not None and r < saved.restart:
+                continue  # finished before the interruption: its survivors are in ``survivors``
+            idx = saved.idx.to(alive.device) if resume else alive.nonzero().flatten()
             if len(idx) == 0:
                 survivors.append(0)
                 continue
             if cycle is not None:
                 cycle(r)
-            run_seed = restart_seed(seed, r)
+            after = None if progress_file is None else (lambda b, e, r=r, idx=idx: checkpoint(r, idx, b, e))
             earlier += _pgd_restart(
-                model, fmodel, attack, x, y, eps, idx, run_seed, spec.batch_size, start, alive, adv, witness
-            )
+                model, fmodel, attack, x, y, eps, idx, restart_seed(seed, r), spec.batch_size, start, alive, adv,
+                witness, skip=saved.batches if resume else 0, rng=(saved.rng, saved.cuda_rng) if resume else None,
+                after_batch=after,
+            )  # fmt: skip
             survivors.append(int(alive.sum()))
     finally:
         if cycle is not None:
             cycle(None)
     notes = {"steps": steps, "rel_stepsize": rel, "restarts": [runs.start, runs.stop], "survivors": survivors}
+    if saved is not None:
+        notes["resumed"] = {"restart": saved.restart, "batch": saved.batches, "seconds_before": round(before, 3)}
+        if saved.adv is None:
+            adv = None  # a deterministic run's earlier adversarials were not saved
     if witness is not None:
         notes["earlier_iterate"] = earlier
     if freeze:
@@ -394,14 +443,27 @@ def _pgd_restart(
     alive: Tensor,
     adv: Tensor,
     witness: IterateWitness | None = None,
+    *,
+    skip: int = 0,
+    rng: tuple[Tensor, Tensor | None] | None = None,
+    after_batch: Callable[[int, int], None] | None = None,
 ) -> int:
     """One PGD start on images ``idx``, seeded ``seed``; updates ``alive`` ``(n,)`` and ``adv`` in place.
 
-    Returns how many images got an earlier iterate (``witness``) instead of the last one.
+    ``skip`` batches were done before (resuming): they are skipped and torch's generator set to
+    ``rng`` (CPU, device), its state after them. ``after_batch(batches_done, earlier)`` runs
+    after every batch. Returns how many images got an earlier iterate (``witness``) instead of
+    the last one.
     """
     torch.manual_seed(seed)
+    if rng is not None:
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1], x.device)
     earlier = 0
-    for part in idx.split(batch_size):
+    for b, part in enumerate(idx.split(batch_size)):
+        if b < skip:
+            continue
         if start is not None:
             attack.warm = start[part]
         xb, yb = x[part], y[part]
@@ -435,6 +497,8 @@ def _pgd_restart(
                 earlier += int(take.sum())
         adv[part] = clipped  # survivors keep the last restart's images
         alive[part] = ok
+        if after_batch is not None:
+            after_batch(b + 1, earlier)
     return earlier
 
 

@@ -41,6 +41,7 @@ from ephw.robustness.config import RobustnessConfig, effort_check, parse_effort
 from ephw.robustness.corruptions import corrupt_images
 from ephw.robustness.gradients import parse_grads
 from ephw.robustness.models import Classifier, EPClassifier, checkpoint_format, load_classifier
+from ephw.robustness.progress import discard as discard_progress
 
 #: Sub-seed that draws a seed's test subset (keeps it apart from the attacks' draws).
 SUBSET_STREAM = 7
@@ -144,6 +145,11 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 def write_json_atomic(path: Path, text: str) -> None:
     atomic_write(path, text)
+
+
+def progress_dir(results: Path) -> Path:
+    """The folder beside ``results`` where unfinished PGD rows keep their progress."""
+    return results.with_name(f"{results.stem}.progress")
 
 
 def checklist_path(results: Path) -> Path:
@@ -291,6 +297,13 @@ class _Runner:
         }
         self.rows: dict[tuple, dict[str, Any]] = {}
         self.order: dict[tuple, int] = {}
+        self.progress_dir: Path | None = None  # where PGD rows save mid-row progress (resumable)
+
+    def progress_file(self, task: Task) -> Path | None:
+        """The mid-row progress file of ``task`` (:mod:`ephw.robustness.progress`), if rows are resumable."""
+        if self.progress_dir is None:
+            return None
+        return self.progress_dir / f"{fingerprint(task.key, self.fingerprint(task))[:24]}.pt"
 
     def model(self, name: str) -> Classifier:
         if name not in self.models:
@@ -466,6 +479,7 @@ class _Runner:
             extra = {"severity": int(task.eps), "table": self.cfg.corruptions.table}
         else:
             correct, attacked, extra = self._attack(clf, task, x, y)
+            start -= extra.get("notes", {}).get("resumed", {}).get("seconds_before", 0.0)  # time before a kill counts
         return self._row(clf, task, y, correct.to(y.device), time.perf_counter() - start, extra, attacked)
 
     def _attack(self, clf: Classifier, task: Task, x: torch.Tensor, y: torch.Tensor):
@@ -524,7 +538,9 @@ class _Runner:
             # a surrogate runs its PGD in full; any other deterministic model stops at each image's first break
             kw["deterministic"] = clf.name not in self.stochastic and clf.name not in self.surrogates
             with _grad_mode(clf, arg if kind == "grad" else None):
-                out = run_attack(clf, spec, x[sel], y[sel], task.eps, task.seed, **kw)
+                out = run_attack(
+                    clf, spec, x[sel], y[sel], task.eps, task.seed, progress=self.progress_file(task), **kw
+                )
                 verdict = self.judge(clf, out.adv, y[sel], out.correct.to(y.device))
             survived[sel] = verdict.pop("survived").cpu()
             notes.update(out.notes)
@@ -685,6 +701,7 @@ def _run_locked(
 ) -> RunSummary:
     target = target or out  # where this process appends: ``out``, or its shard's file
     runner = _Runner(cfg, dtype, models)
+    runner.progress_dir = progress_dir(target)
     rows_read = shards.read_merged(out, read_rows, dedupe, repair=target)  # rows of every shard
     done = {row_key(r): r for r in rows_read}
     for m in cfg.models:  # a missing or broken checkpoint fails now, not hours in
@@ -727,6 +744,7 @@ def _run_locked(
             bar.set_description(f"{task.model} {what} eps={task.eps:g} seed={task.seed}")
             row = runner.compute(task)
             append_row(target, row)
+            discard_progress(runner.progress_file(task))
             rows.append(row)
             runner.rows[task.key] = row
             computed += 1
