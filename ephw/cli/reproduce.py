@@ -53,6 +53,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="training stages: run only this step (repeatable; names as --list prints them, e.g. "
         "distilled-ll-s1); done steps still get their provenance stamp",
     )
+    p.add_argument(
+        "--first",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="robustness stage: run this model's rows before the others' (repeatable; names as on the "
+        "results page, e.g. 'BP-CNN [s2]')",
+    )
     p.set_defaults(func=run_reproduce)
 
 
@@ -78,6 +86,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard) if args.shard is not None else None,
         parts=args.part,
         only_steps=args.step,
+        first=args.first,
     )
     if args.list:
         for step in pipe.steps:

@@ -92,6 +92,7 @@ class Pipeline:
         shard: Shard | None = None,
         parts: Sequence[str] | None = None,
         only_steps: Sequence[str] | None = None,
+        first: Sequence[str] | None = None,
     ) -> None:
         self.data = data
         self.data_root = data_root
@@ -117,6 +118,14 @@ class Pipeline:
             bad = [n for n in self.only_steps if n not in known]
             if bad:
                 raise ConfigError(f"unknown step {bad[0]!r}: use one of {', '.join(known)}")
+        self.first = tuple(first or ())  # the robustness stage runs these models' rows first
+        if self.first:
+            from ephw.reproduce.robustness import part_configs
+
+            known = sorted({m["name"] for _, raw in part_configs(self) for m in raw["models"]})
+            bad = [n for n in self.first if n not in known]
+            if bad:
+                raise ConfigError(f"unknown model {bad[0]!r} for --first: use one of {', '.join(known)}")
         self._sha: str | None = None
 
     @staticmethod

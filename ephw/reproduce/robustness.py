@@ -111,7 +111,7 @@ def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[P
         cfg = config_from_dict(json.loads(json.dumps(raw)))  # the validator edits what it is given
         out = results_path(pipe, part)
         log(f"[robustness] {part}: {len(raw['models'])} models -> {out}")
-        run_grid(cfg, out, shard=pipe.shard)
+        run_grid(cfg, out, shard=pipe.shard, first=pipe.first)
         _write_part_report(pipe, part)
         outs.append(out)
     return outs

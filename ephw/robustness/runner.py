@@ -21,6 +21,7 @@ import itertools
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -657,6 +658,7 @@ def run_robustness(
     dtype: torch.dtype = torch.float32,
     models: dict[str, Classifier] | None = None,
     shard: shards.Shard | None = None,
+    first: Sequence[str] = (),
 ) -> RunSummary:
     """Compute every missing row of ``cfg`` into the JSON-lines file ``out``.
 
@@ -667,6 +669,8 @@ def run_robustness(
         models: ready classifiers by model name, used instead of loading those models'
             checkpoints (in-memory models; their ``ModelSpec`` still names them in the
             config and enters the rows' fingerprints).
+        first: model names whose missing rows run before the others' (each model's rows keep
+            their order; names not in ``cfg`` are ignored).
     """
     out = Path(out)
     if out.is_dir():
@@ -678,7 +682,7 @@ def run_robustness(
     part = shards.current(shard)
     target = out if part is None else shards.shard_file(out, part)
     with OutputLock(target):
-        summary = _run_locked(cfg, out, progress, limit, dtype, models, part, target)
+        summary = _run_locked(cfg, out, progress, limit, dtype, models, part, target, tuple(first))
     if distributed.world().size > 1:  # torchrun: once every rank is done, rank 0 writes the merged checklist
         distributed.barrier()
         if distributed.is_main():
@@ -698,6 +702,7 @@ def _run_locked(
     models: dict[str, Classifier] | None,
     part: shards.Shard | None = None,
     target: Path | None = None,
+    first: tuple[str, ...] = (),
 ) -> RunSummary:
     target = target or out  # where this process appends: ``out``, or its shard's file
     runner = _Runner(cfg, dtype, models)
@@ -731,6 +736,7 @@ def _run_locked(
     runner.rows = {k: r for k, r in done.items() if k in runner.order}
     tasks = shards.select(tasks, part, cfg, ep_models)  # this shard's groups (all without sharding)
     todo = [t for t in tasks if t.key not in done]
+    todo.sort(key=lambda t: t.model not in first)  # stable: a model's rows keep their plan order
     computed = 0
     quiet = not (progress and distributed.is_main())
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=quiet, unit="row", dynamic_ncols=True)

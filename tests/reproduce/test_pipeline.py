@@ -225,13 +225,17 @@ def test_robustness_parts_run_alone_and_lock_apart(tmp_path: Path, monkeypatch: 
         with pytest.raises(OutputError, match="in use by another ephw run"):
             Pipeline("cifar10", "gpu", run, parts=["white-box"]).lock(["robustness"])
     _stamped_model(run / "ep-s0")
-    ran: list[str] = []
-    monkeypatch.setattr(runner_mod, "run_robustness", lambda cfg, out, shard=None: ran.append(Path(out).name))
+    ran: list[tuple[str, tuple[str, ...]]] = []
+    monkeypatch.setattr(
+        runner_mod, "run_robustness", lambda cfg, out, shard=None, first=(): ran.append((Path(out).name, first))
+    )
     monkeypatch.setattr("ephw.robustness.report.write_report", lambda *a, **k: None)
     from ephw.reproduce.robustness import run_robustness
 
-    run_robustness(Pipeline("cifar10", "gpu", run, parts=["black-box"]), log=lambda _: None)
-    assert ran == ["robustness-black-box.jsonl"]
+    with pytest.raises(ConfigError, match="unknown model 'nope' for --first: use one of EP-CNN"):
+        Pipeline("cifar10", "gpu", run, first=["nope"])
+    run_robustness(Pipeline("cifar10", "gpu", run, parts=["black-box"], first=["EP-CNN [s0]"]), log=lambda _: None)
+    assert ran == [("robustness-black-box.jsonl", ("EP-CNN [s0]",))]
 
 
 def test_robustness_stage_takes_every_familys_first_seed_before_any_second(tmp_path: Path) -> None:

@@ -72,6 +72,16 @@ def obfuscation_run(tmp_path_factory, tiny_cnn):
     return summary, read_rows(out)
 
 
+def test_first_models_rows_run_first_in_their_own_order(tmp_path, tiny_cnn):
+    models = {"cnn": Classifier("cnn", tiny_cnn), "quantised": Classifier("quantised", Quantised(tiny_cnn))}
+    cfg = _config(seeds=[0])
+    out = tmp_path / "results.jsonl"
+    run_robustness(cfg, out, progress=False, limit=3, models=models, first=["quantised", "not-a-model"])
+    rows = read_rows(out)
+    planned = [t.key for t in plan(cfg) if t.model == "quantised"][:3]
+    assert [row_key(r) for r in rows] == planned
+
+
 def test_one_row_per_task_and_eps_zero_free_rows(obfuscation_run):
     summary, rows = obfuscation_run
     assert summary.computed == summary.total == len(rows) == len(plan(_config()))
