@@ -58,7 +58,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="MODEL",
-        help="robustness stage: run this model's rows before the others' (repeatable; names as on the "
+        help="robustness stage: run this model's rows before the others' (repeatable, in order; names as on the "
         "results page, e.g. 'BP-CNN [s2]')",
     )
     p.set_defaults(func=run_reproduce)

@@ -669,8 +669,8 @@ def run_robustness(
         models: ready classifiers by model name, used instead of loading those models'
             checkpoints (in-memory models; their ``ModelSpec`` still names them in the
             config and enters the rows' fingerprints).
-        first: model names whose missing rows run before the others' (each model's rows keep
-            their order; names not in ``cfg`` are ignored).
+        first: model names whose missing rows run before the others', in this order (each
+            model's rows keep their plan order; names not in ``cfg`` are ignored).
     """
     out = Path(out)
     if out.is_dir():
@@ -736,7 +736,8 @@ def _run_locked(
     runner.rows = {k: r for k, r in done.items() if k in runner.order}
     tasks = shards.select(tasks, part, cfg, ep_models)  # this shard's groups (all without sharding)
     todo = [t for t in tasks if t.key not in done]
-    todo.sort(key=lambda t: t.model not in first)  # stable: a model's rows keep their plan order
+    rank = {name: i for i, name in enumerate(first)}
+    todo.sort(key=lambda t: rank.get(t.model, len(first)))  # stable: a model's rows keep their plan order
     computed = 0
     quiet = not (progress and distributed.is_main())
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=quiet, unit="row", dynamic_ncols=True)

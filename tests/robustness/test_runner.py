@@ -77,9 +77,10 @@ def test_first_models_rows_run_first_in_their_own_order(tmp_path, tiny_cnn):
     cfg = _config(seeds=[0])
     out = tmp_path / "results.jsonl"
     run_robustness(cfg, out, progress=False, limit=3, models=models, first=["quantised", "not-a-model"])
-    rows = read_rows(out)
     planned = [t.key for t in plan(cfg) if t.model == "quantised"][:3]
-    assert [row_key(r) for r in rows] == planned
+    assert [row_key(r) for r in read_rows(out)] == planned
+    run_robustness(cfg, out, progress=False, limit=1, models=models, first=["cnn", "quantised"])
+    assert row_key(read_rows(out)[-1]) == next(t.key for t in plan(cfg) if t.model == "cnn")
 
 
 def test_one_row_per_task_and_eps_zero_free_rows(obfuscation_run):
