@@ -131,6 +131,10 @@ def judge(a: Measure | None, b: Measure | None, claim: str = ">") -> tuple[str, 
     if (paired := paired_difference(a, b)) is not None:
         diff, half, n = paired
         why = f"Δ = {diff:+.1f} ± {half:.1f} points, paired over {n} images"
+        if len(a.values) > 1 or len(b.values) > 1:  # with 2-3 seeds the seed t-factor dominates: show them
+            why += (
+                f"; per seed {' / '.join(f'{v:.1f}' for v in a.values)} vs {' / '.join(f'{v:.1f}' for v in b.values)} %"
+            )
     else:
         if math.isnan(a.half) and math.isnan(b.half):
             return "inconclusive", "one seed each: no interval"

@@ -106,5 +106,7 @@ def test_paired_verdict_sees_what_separate_intervals_cannot() -> None:
     # seed-to-seed spread widens the paired interval: three seeds far apart are not separated
     spread = Measure([8.0, 18.0, 28.0], [100] * 3, [[1.0] * k + [0.0] * (100 - k) for k in (8, 18, 28)])
     assert verdict(spread, b).startswith("inconclusive")
+    assert verdict(spread, b).endswith("; per seed 8.0 / 18.0 / 28.0 vs 10.0 %)")  # the seeds behind the interval
+    assert "per seed" not in verdict(a, b)  # one seed each: the mean is the seed
     # per-image scores of a different image count cannot pair: the separate-interval rule applies
     assert verdict(Measure([18.0], [50], [a_img[:50]]), b).startswith("inconclusive (CIs overlap)")
