@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from robust_models import TinyCNN
 
 from ephw.data import load_dataset
+from ephw.robustness.models import Classifier
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,15 @@ def tiny_cnn() -> TinyCNN:
         F.cross_entropy(net(x), y).backward()
         opt.step()
     return net.eval()
+
+
+@pytest.fixture(scope="module")
+def cnn(tiny_cnn) -> Classifier:
+    """The tiny CNN as an attackable classifier."""
+    return Classifier("tiny", tiny_cnn)
+
+
+@pytest.fixture(scope="module")
+def images(digits_test) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 64 digits test images and labels."""
+    return digits_test.batch(slice(0, 64))

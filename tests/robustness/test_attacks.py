@@ -14,16 +14,6 @@ APGD = AttackSpec("aa", "autoattack", "Linf", (0.2,), version="custom", attacks=
 SQUARE = AttackSpec("square", "square", "Linf", (0.2,), n_queries=300)
 
 
-@pytest.fixture(scope="module")
-def cnn(tiny_cnn):
-    return Classifier("tiny", tiny_cnn)
-
-
-@pytest.fixture(scope="module")
-def images(digits_test):
-    return digits_test.batch(slice(0, 64))
-
-
 def test_tiny_cnn_is_accurate(cnn, images):
     x, y = images
     assert (cnn.predict(x) == y).float().mean() >= 0.9

@@ -19,16 +19,6 @@ class Killed(Exception):
     pass
 
 
-@pytest.fixture(scope="module")
-def cnn(tiny_cnn):
-    return Classifier("tiny", tiny_cnn)
-
-
-@pytest.fixture(scope="module")
-def images(digits_test):
-    return digits_test.batch(slice(0, 64))
-
-
 def _kill_after(monkeypatch, saves: int) -> list[int]:
     """Let ``saves`` progress saves land, then kill the run (as a session end would)."""
     real, count = progress.save, [0]
