@@ -33,7 +33,6 @@ the caller's random state is left untouched.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -258,10 +257,6 @@ class IterateWitness(nn.Module):
         return logits
 
 
-def _sha(t: Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
 def restart_seed(seed: int, restart: int) -> int:
     """The torch seed of PGD restart ``restart`` of a row seeded ``seed`` (restart 0 = the seed itself)."""
     return seed if restart == 0 else seed * 1_000_003 + 7919 * restart
@@ -366,7 +361,7 @@ def _pgd(
     earlier = 0  # images whose returned adversarial is an earlier iterate than foolbox's last
     cycle = getattr(model.module, "use_restart", None)  # EP models: restart r's gradient mode
     settings = {"spec": repr(spec), "eps": float(eps), "steps": steps, "seed": seed, "runs": [runs.start, runs.stop]}
-    settings |= {"deterministic": deterministic, "eot": eot, "start": None if start is None else _sha(start)}
+    settings |= {"deterministic": deterministic, "eot": eot, "start": None if start is None else progress.digest(start)}
     key = progress.row_key(x, y, settings) if progress_file is not None else ""
     saved = progress.load(progress_file, key) if progress_file is not None else None
     before = 0.0

@@ -62,12 +62,17 @@ class RowProgress:
     cuda_rng: Tensor | None = None
 
 
-def row_key(x: Tensor, y: Tensor, settings: dict[str, Any]) -> str:
-    """sha256 over the images ``x``, labels ``y`` and the row's attack ``settings``."""
-    h = hashlib.sha256(repr(sorted(settings.items())).encode())
-    for t in (x, y):
+def digest(*tensors: Tensor, text: str = "") -> str:
+    """sha256 (hex) over ``text`` and the bytes of ``tensors``."""
+    h = hashlib.sha256(text.encode())
+    for t in tensors:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def row_key(x: Tensor, y: Tensor, settings: dict[str, Any]) -> str:
+    """sha256 over the images ``x``, labels ``y`` and the row's attack ``settings``."""
+    return digest(x, y, text=repr(sorted(settings.items())))
 
 
 def load(path: str | Path, key: str) -> RowProgress | None:
