@@ -66,6 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from ephw.reproduce.pipeline import Pipeline, print_status
+    from ephw.reproduce.robustness import row_status
     from ephw.robustness.shards import parse_shard
 
     if args.budget not in BUDGETS:
@@ -94,6 +95,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
                 "done" if pipe.is_done(step) else "resume" if (pipe.folder(step) / "checkpoint.pt").is_file() else "-"
             )
             print(f"{step.stage:10s} {step.name:26s} {state:7s} ephw {' '.join(pipe.command(step))}")
+        if any(pipe.is_done(step) for step in pipe.steps):  # rows are planned over trained models only
+            for line in row_status(pipe):
+                print(line)
         return 0
     with pipe.lock(stages):
         statuses = pipe.run(stages)

@@ -261,6 +261,39 @@ def pending_attacks(pipe: Pipeline, part: str, rows: list[dict[str, Any]]) -> di
     return pending(config_from_dict(json.loads(saved.read_text())), rows)
 
 
+def row_status(pipe: Pipeline) -> list[str]:
+    """One line per robustness part: rows done of planned, and the rows left per model (of ``pipe.shard``).
+
+    The plan is the part's over the models trained now (what the next run of the stage would
+    compute); rows are counted from every shard's results file.
+    """
+    from ephw.robustness import shards
+    from ephw.robustness.config import config_from_dict
+    from ephw.robustness.runner import dedupe, plan, read_rows, row_key
+
+    ep_families = {s.model for s in pipe.steps if s.stage == "train-ep"}
+    lines = []
+    for part, raw in part_configs(pipe):
+        if pipe.parts and part not in pipe.parts:
+            continue
+        cfg = config_from_dict(json.loads(json.dumps(raw)))
+        rows, _ = dedupe(shards.read_all(results_path(pipe, part), read_rows))
+        done = {row_key(r) for r in rows}
+        stochastic = frozenset(r["model"] for r in rows if r.get("kind") == "clean" and r.get("stochastic"))
+        ep_models = frozenset(m.name for m in cfg.models if family(m.name) in ep_families)
+        tasks = shards.select(plan(cfg, stochastic, ep_models), pipe.shard, cfg, ep_models)
+        left: dict[str, int] = {}
+        for t in tasks:
+            if t.key not in done:
+                left[t.model] = left.get(t.model, 0) + 1
+        where = "" if pipe.shard is None else f", shard {pipe.shard.index}/{pipe.shard.count}"
+        text = f"robustness {part:14s} {len(tasks) - sum(left.values())}/{len(tasks)} rows done{where}"
+        if left:
+            text += "; left: " + ", ".join(f"{m} {k}" for m, k in left.items())
+        lines.append(text)
+    return lines
+
+
 def part_names(pipe: Pipeline) -> list[str]:
     """The names of the budget's robustness parts, in the order the stage runs them."""
     return [name for name, _ in _parts(pipe)]

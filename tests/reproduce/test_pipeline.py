@@ -378,6 +378,19 @@ def test_smoke_budget_end_to_end(tmp_path: Path, tiny_tree: Path, capsys: pytest
     )
     assert (docs / "cifar10.md").read_text() == first
     assert BUDGETS["smoke"].ff_seeds == (0, 1)
+    # --list counts each part's rows against the plan: all done, then one row short
+    listing = ["reproduce", "cifar10", "--budget", "smoke", "--run-dir", str(run), "--data-root", str(tiny_tree)]
+    capsys.readouterr()
+    assert main([*listing, "--list"]) == 0
+    status = [line for line in capsys.readouterr().out.splitlines() if line.startswith("robustness white-box")]
+    assert len(status) == 1 and "left" not in status[0]
+    total = status[0].split()[2].split("/")[1]
+    results = run / "robustness-white-box.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:-1]))
+    assert main([*listing, "--list"]) == 0
+    status = [line for line in capsys.readouterr().out.splitlines() if line.startswith("robustness white-box")]
+    assert f"{int(total) - 1}/{total} rows done; left: {json.loads(lines[-1])['model']} 1" in status[0]
 
 
 @pytest.mark.slow
