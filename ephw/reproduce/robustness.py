@@ -200,7 +200,9 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             label = f"worst case per image, {norm} ε={float(eps):.4g} ({part})"
             left = pending.get(pending_key(model, norm, eps, seed), 0)
             if left:  # fewer attacks than planned: only an upper bound, and it would flatter the model
-                incomplete.append(f"{model}, {norm} ε={float(eps):.4g} ({part}): {left} attack rows still to run")
+                incomplete.append(
+                    f"{model}, {norm} ε={float(eps):.4g} ({part}): {left} attack row{'s' * (left != 1)} still to run"
+                )
                 continue
             add(m[0], label, float(wc["accuracy"]), int(wc["n"]), wc["alive"])
         report = pipe.docs_dir / pipe.data / part / "report.md"

@@ -374,14 +374,19 @@ def _pgd(
         )
         if saved.adv is not None:
             adv = saved.adv.to(x.device)
+        if saved.model_stats is not None and hasattr(model.module, "load_stats_state"):
+            model.module.load_stats_state(saved.model_stats)
     keep_adv = not deterministic
     t0 = time.perf_counter()
+
+    stats = getattr(model.module, "stats_state", None)  # EP models: settle counts so far
 
     def checkpoint(r: int, idx: Tensor, batches: int, earlier_now: int) -> None:
         cuda_rng = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
         state = progress.RowProgress(
             key, r, idx.cpu(), batches, alive.cpu(), adv.cpu() if keep_adv else None, list(survivors),
             earlier + earlier_now, torch.get_rng_state(), before + time.perf_counter() - t0, cuda_rng,
+            stats() if stats is not None else None,
         )  # fmt: skip
         progress.save(progress_file, state)
 

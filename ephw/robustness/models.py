@@ -9,7 +9,7 @@ a chosen backend and back-propagates according to a :class:`~ephw.robustness.gra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,15 @@ class EPClassifier(nn.Module):
     def reset_stats(self) -> None:
         self.settle_stats = SettleStats()
         self.adjoint_stats = AdjointStats()
+
+    def stats_state(self) -> dict[str, dict[str, Any]]:
+        """The settle and adjoint records as plain data (saved with a PGD row's mid-row progress)."""
+        return {"settle": asdict(self.settle_stats), "adjoint": asdict(self.adjoint_stats)}
+
+    def load_stats_state(self, state: dict[str, dict[str, Any]]) -> None:
+        """Continue the records from :meth:`stats_state` (a resumed row reports its whole run)."""
+        self.settle_stats = SettleStats(**state["settle"])
+        self.adjoint_stats = AdjointStats(**{k: list(v) for k, v in state["adjoint"].items()})
 
 
 @dataclass

@@ -47,6 +47,9 @@ class RowProgress:
         rng: torch's CPU generator state after the last finished batch (and ``cuda_rng``, the
             device's, when the images are on a GPU).
         seconds: attack time spent before this point (s), summed over interrupted runs.
+        model_stats: the model's own running records at this point (an EP model's settle and
+            adjoint counts, ``EPClassifier.stats_state``), restored on resume so the row's
+            records cover the whole row; ``None`` for a model without them.
     """
 
     key: str
@@ -60,6 +63,7 @@ class RowProgress:
     rng: Tensor
     seconds: float
     cuda_rng: Tensor | None = None
+    model_stats: dict[str, Any] | None = None
 
 
 def digest(*tensors: Tensor, text: str = "") -> str:

@@ -8,7 +8,7 @@ import torch
 from ephw.robustness import progress
 from ephw.robustness.attacks import AttackSpec, run_attack
 from ephw.robustness.config import config_from_dict
-from ephw.robustness.models import Classifier
+from ephw.robustness.models import Classifier, EPClassifier
 from ephw.robustness.runner import progress_dir, read_rows, run_robustness
 
 SPEC = AttackSpec("pgd-l2", "pgd", "L2", (0.7,), steps=8, restarts=3, batch_size=16)
@@ -53,6 +53,32 @@ def test_a_killed_row_resumes_to_the_uninterrupted_result(cnn, images, tmp_path,
         assert again.adv is None  # the earlier images' first-break iterates were not kept
     else:
         assert torch.equal(again.adv, whole.adv)
+
+
+def test_a_resumed_ep_row_reports_the_settles_of_the_whole_row(net_factory, batch_factory, tmp_path, monkeypatch):
+    net = net_factory("softmax", "laborieux", seed=1, init_scale=2.0)
+    x, _ = batch_factory(12)
+    spec = AttackSpec("p", "pgd", "L2", (0.5,), steps=2, restarts=3, batch_size=4)
+
+    def attack(progress_file=None):
+        ep = EPClassifier(net, "async", steps=200, tol=1e-6, grad="bptt:2,implicit")
+        clf = Classifier("ep", ep, "ep")
+        y = clf.predict(x)
+        ep.reset_stats()  # as the runner does before each row
+        return ep, run_attack(clf, spec, x, y, 0.5, seed=0, progress=progress_file)
+
+    ep, whole = attack()
+    assert ep.settle_stats.calls > 0 and ep.adjoint_stats.converged
+    file = tmp_path / "row.pt"
+    _kill_after(monkeypatch, 4)
+    with pytest.raises(Killed):
+        attack(file)
+    monkeypatch.undo()
+    again_ep, again = attack(file)
+    assert again.notes["resumed"]["restart"] * 10 + again.notes["resumed"]["batch"] > 0
+    assert torch.equal(again.correct, whole.correct)
+    assert again_ep.settle_stats == ep.settle_stats
+    assert again_ep.adjoint_stats == ep.adjoint_stats
 
 
 def test_progress_of_another_row_or_a_broken_file_starts_over(cnn, images, tmp_path, monkeypatch):
