@@ -110,3 +110,24 @@ def test_paired_verdict_sees_what_separate_intervals_cannot() -> None:
     assert "per seed" not in verdict(a, b)  # one seed each: the mean is the seed
     # per-image scores of a different image count cannot pair: the separate-interval rule applies
     assert verdict(Measure([18.0], [50], [a_img[:50]]), b).startswith("inconclusive (CIs overlap)")
+
+
+def test_student_table_names_the_teacher_backend_and_the_seed_range(tmp_path: Path) -> None:
+    """A simulated teacher's speed-up is labelled with its backend; seeds show as a min–max range."""
+    from ephw.checkpoint import save_model
+    from ephw.model import EnergyModel, named_config
+
+    net = EnergyModel(named_config("digits"))  # the page reads only the checkpoint's meta
+    for seed, ratio in ((0, 100.0), (1, 120.0), (2, 110.0)):
+        timing = {"speedup": ratio, "teacher_backend": "crossbar"}
+        metrics = {"test_accuracy": 0.6, "test_n": 100, "agreement": 0.8, "teacher_test_accuracy": 0.66}
+        save_model(
+            tmp_path / "run" / f"distilled-pcm-s{seed}" / "model.pt", net, {"metrics": {**metrics, "timing": timing}}
+        )
+    page = write_results_page(
+        "cifar10", build_plan("cifar10", "cpu"), tmp_path / "run", tmp_path / "docs", None
+    ).read_text()
+    assert (
+        "| Distilled BP-CNN (PCM teacher) | 80.0 ± 0.0 (n=3) | 66.0 ± 0.0 (n=3) | crossbar | 110× (100–120×) |" in page
+    )
+    assert "time the simulator, not the device" in page
