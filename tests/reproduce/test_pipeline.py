@@ -332,7 +332,10 @@ def test_a_worst_case_over_fewer_attacks_than_planned_is_not_reported(tmp_path: 
     results.write_text(row("clean", "1110") + "\n" + row("attack", "1100", "PGD-l2") + "\n")
     label = ("EP-CNN", "worst case per image, L2 ε=0.4932 (white-box)")
     summary = robustness_summary(pipe)
-    assert label not in summary["rows"] and "EP-CNN [s0], L2 ε=0.4932 (white-box): 1 attack row still to run" in summary["markdown"]
+    assert (
+        label not in summary["rows"]
+        and "EP-CNN [s0], L2 ε=0.4932 (white-box): 1 attack row still to run" in summary["markdown"]
+    )
     with results.open("a") as f:
         f.write(row("attack", "1000", "Square-l2", "cascade") + "\n")
     assert robustness_summary(pipe)["rows"][label].values == [25.0]
