@@ -22,7 +22,16 @@ def test_verdict_rule() -> None:
     assert verdict(Measure([12.0], [500]), low) == "inconclusive (CIs overlap)"
     assert str(Measure([10.0], [100])) == "10.0 ± 7.4 (1 seed, 100 images)"  # the longer side of 5.5 .. 17.4
     assert verdict(None, low) == "not measured"
-    assert keeps(low, high) == "does not hold" and keeps(near, high).startswith("holds")
+    assert keeps(low, high) == "does not hold" and keeps(high, low).startswith("holds (higher")
+    # within the CIs is not enough: "keeps" holds only when the interval excludes a drop of > 3 points
+    assert keeps(near, high).startswith(
+        "inconclusive (a drop of more than 3 points is not excluded; Δ = +0.0 ± 7.5 points)"
+    )
+    tight = Measure([50.9, 51.0, 51.1])
+    assert keeps(tight, high).startswith("holds (a drop of more than 3 points is excluded")
+    assert keeps(near, high, margin=10.0).startswith("holds")
+    # a reference at 2 % cannot drop by 3 points: not a "holds" by default
+    assert keeps(Measure([2.0], [500]), Measure([2.0], [500])).startswith("inconclusive (the reference is at 2.0 %")
 
 
 def test_two_models_at_zero_are_not_compared() -> None:
@@ -31,7 +40,8 @@ def test_two_models_at_zero_are_not_compared() -> None:
     other = Measure([0.0], [100], [[0.0] * 100])
     assert verdict(zero, other) == "inconclusive (both at 0 %: the attack leaves no image to compare)"
     assert keeps(zero, other) == verdict(zero, other)  # not "holds (difference within the CIs)"
-    assert keeps(Measure([0.0], [100]), Measure([3.0], [100])).startswith("holds")  # one of them above: compared
+    # one of them above zero: compared (here too few images to exclude a 3-point drop)
+    assert keeps(Measure([0.0], [100]), Measure([5.0], [100])).startswith("inconclusive (a drop of more than 3")
 
 
 def test_seeds_on_the_same_images_keep_the_images_uncertainty() -> None:
@@ -100,9 +110,11 @@ def test_paired_verdict_sees_what_separate_intervals_cannot() -> None:
     # the same difference made of images that swap (A wins 12, loses 4): noisier, not separated at 100 images
     swap = [1.0] * 4 + [0.0] * 6 + [1.0] * 12 + [0.0] * 78
     assert verdict(Measure([16.0], [100], [swap]), b).startswith("inconclusive (Δ = +6.0 ± ")
-    # identical scores: no difference, inconclusive (and "keeps" holds)
+    # identical scores: no difference, inconclusive (and "keeps" holds: no drop is possible)
     assert verdict(b, b).startswith("inconclusive (Δ = +0.0 ± 0.0")
-    assert keeps(b, b).startswith("holds (difference within the CIs")
+    assert keeps(b, b).startswith("holds (a drop of more than 3 points is excluded; Δ = +0.0 ± 0.0")
+    # 100 images that swap between the two: Δ = 0 but the interval still allows a 3-point drop
+    assert keeps(Measure([10.0], [100], [swap[:4] + [0.0] * 6 + [1.0] * 6 + [0.0] * 84]), b).startswith("inconclusive")
     # seed-to-seed spread widens the paired interval: three seeds far apart are not separated
     spread = Measure([8.0, 18.0, 28.0], [100] * 3, [[1.0] * k + [0.0] * (100 - k) for k in (8, 18, 28)])
     assert verdict(spread, b).startswith("inconclusive")
