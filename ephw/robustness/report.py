@@ -366,7 +366,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     cur = dict(curves(rows))
     attacks = [a for a in _order([r for r in rows if r["kind"] == "attack"], "attack") if a in cur]
@@ -383,6 +383,11 @@ def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None =
     n = max((int(r["n"]) for r in rows if r["kind"] == "clean"), default=None)  # test images per seed
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 4.2), squeeze=False, layout="constrained")
     colors = _palette(len(groups))
+    # the legend counts the seeds that have a point on some panel, not those with only a clean row so far
+    plotted = {
+        fam: [m for m in members if any(e > 0 for a in attacks for e in cur[a].get(m, {}))]
+        for fam, members in groups.items()
+    }
     for ax, a, letter in zip(axes[0], attacks, "abcdefghij"):
         for i, (fam, members) in enumerate(groups.items()):
             pooled: dict[float, list[float]] = defaultdict(list)  # eps -> accuracy per (training, image) seed
@@ -397,14 +402,15 @@ def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None =
             mean = [100 * s[0] for s in stats]
             half = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
             c = colors[i]
-            ax.plot(eps, mean, "o-", color=c, label=_legend_name(fam, members, suspect), ms=3.5)
+            ax.plot(eps, mean, "o-", color=c, label=_legend_name(fam, plotted[fam], suspect), ms=3.5)
             ax.fill_between(
                 eps, [u - h for u, h in zip(mean, half)], [u + h for u, h in zip(mean, half)], color=c, alpha=0.2, lw=0
             )
         norm = meta[a].get("norm", "")
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        grid = sorted({e for m in cur[a].values() for e in m if e > 0})
+        ax.xaxis.set_major_locator(FixedLocator(grid) if grid else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))  # the attacked ε, e.g. 0.0314
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"ε ({'ℓ2' if norm == 'L2' else 'ℓ∞'})")
         ax.set_ylabel("accuracy (%)")
@@ -412,9 +418,10 @@ def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None =
         ax.set_title(f"{letter}) {a}", fontweight="bold" if a.startswith("worst case") else "normal")
         ax.grid(alpha=0.3)
     handles, names = _legend_entries(axes[0])
-    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), fontsize=8, frameon=False)
+    ncol = min(4, len(names), max(2, int(4.6 * len(attacks) / 2.8)))  # about 2.8 in per legend column
+    fig.legend(handles, names, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle("Accuracy vs ε (bands: 95% CI over seeds and test images)", fontsize=10)
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130, bbox_inches="tight"))
     plt.close(fig)
     return True
 
@@ -482,7 +489,7 @@ def _plot_corruptions(rows, path: Path, suspect: set[str]) -> bool:
     ax2.set_ylabel("accuracy (%), mean over corruptions")
     ax2.set_ylim(0, 102)
     ax2.grid(alpha=0.3)
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=130, bbox_inches="tight"))
     plt.close(fig)
     return True
 
