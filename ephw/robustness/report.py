@@ -360,6 +360,17 @@ def _legend_name(fam: str, members: list[str], suspect: set[str]) -> str:
     return fam + seeds + (" ⚠" if any(m in suspect for m in members) else "")
 
 
+def plotted_members(
+    groups: dict[str, list[str]], curves_by_attack: dict[str, dict[str, dict[float, Any]]], attacks: list[str]
+) -> dict[str, list[str]]:
+    """Per family, the members with a point at some ε > 0 on one of ``attacks``' panels: the seeds a
+    legend may count (a seed with only its clean row so far has no line yet)."""
+    return {
+        fam: [m for m in members if any(e > 0 for a in attacks for e in curves_by_attack[a].get(m, {}))]
+        for fam, members in groups.items()
+    }
+
+
 def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None = None) -> bool:
     """One panel per norm's worst case, then per attack; one line per model family (its seeds pooled)."""
     import matplotlib
@@ -383,11 +394,7 @@ def _plot_attacks(rows, path: Path, suspect: set[str], pending: Pending | None =
     n = max((int(r["n"]) for r in rows if r["kind"] == "clean"), default=None)  # test images per seed
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 4.2), squeeze=False, layout="constrained")
     colors = _palette(len(groups))
-    # the legend counts the seeds that have a point on some panel, not those with only a clean row so far
-    plotted = {
-        fam: [m for m in members if any(e > 0 for a in attacks for e in cur[a].get(m, {}))]
-        for fam, members in groups.items()
-    }
+    plotted = plotted_members(groups, cur, attacks)
     for ax, a, letter in zip(axes[0], attacks, "abcdefghij"):
         for i, (fam, members) in enumerate(groups.items()):
             pooled: dict[float, list[float]] = defaultdict(list)  # eps -> accuracy per (training, image) seed

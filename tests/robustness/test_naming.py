@@ -24,3 +24,12 @@ def test_families_keep_first_seen_order():
         "BP-CNN": ["BP-CNN [s0]", "BP-CNN [s1]"],
         "ff": ["ff"],
     }
+
+
+def test_a_legend_counts_only_the_seeds_with_a_plotted_point() -> None:
+    """Seed 1 has only its clean row (ε 0) so far: the family's line is one seed's, not two."""
+    from ephw.robustness.report import plotted_members
+
+    groups = families(["ResNet [s0]", "ResNet [s1]", "BP [s0]"])
+    curves = {"PGD": {"ResNet [s0]": {0.0: [1.0], 0.5: [0.2]}, "ResNet [s1]": {0.0: [1.0]}, "BP [s0]": {0.5: [0.1]}}}
+    assert plotted_members(groups, curves, ["PGD"]) == {"ResNet": ["ResNet [s0]"], "BP": ["BP [s0]"]}
