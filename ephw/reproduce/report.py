@@ -473,7 +473,8 @@ def write_results_page(
             )
         lines += [
             "",
-            "Each ratio is one interleaved timing of a 256-image batch on this shared CPU, student forward pass "
+            "Each ratio is one interleaved timing of one test batch (its size is in the checkpoint meta) on this CPU, "
+            "student forward pass "
             "against the teacher settling to its tolerance on its own backend. `crossbar` and `lava-fixed` "
             "teachers are simulations here, so their ratios time the simulator, not the device; claim (5) is "
             "judged on the digital teacher's student. Students of one architecture and teacher vary by up to "
