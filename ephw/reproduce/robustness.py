@@ -145,6 +145,12 @@ def _write_part_report(pipe: Pipeline, part: str) -> None:
     write_report(out, pipe.docs_dir / pipe.data / part, pending=pending_attacks(pipe, part, rows))
 
 
+def _seed_number(row: dict[str, Any]) -> int:
+    """The training seed in a row's model name (``"BP-CNN [s2]"`` -> 2); -1 for an unseeded name."""
+    m = seeded(str(row.get("model", "")))
+    return -1 if m is None else m[1]
+
+
 def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     """Measures per (model family, label) from the results files, for the verdicts; ``None`` if none ran."""
     from ephw.robustness import shards, survival
@@ -180,7 +186,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if scores is not None and len(scores) == n:
                 per_image[(family, label)].append(scores.double().tolist())
 
-        for row in rows:
+        for row in sorted(rows, key=_seed_number):  # "per seed" lists on the page read s0, s1, s2
             m = seeded(str(row.get("model", "")))
             if m is None or row.get("check"):
                 continue
@@ -193,7 +199,8 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             accuracy = sum(float(r["accuracy"]) for r in crows) / len(crows)
             n = min(int(r["n"]) for r in crows)
             add(fam, f"corruptions, mean of every name and severity ({part})", accuracy, n, _scores(crows))
-        for (model, norm, eps, seed), wc in survival.worst_case(rows).items():
+        worst = survival.worst_case(rows)
+        for (model, norm, eps, seed), wc in sorted(worst.items(), key=lambda kv: _seed_number({"model": kv[0][0]})):
             m = seeded(str(model))
             if m is None:
                 continue

@@ -445,3 +445,25 @@ def test_only_chosen_steps_run_and_lock_apart(tmp_path: Path, tiny_tree: Path) -
             Pipeline("cifar10", "smoke", tmp_path / "run", only_steps=[chosen]).lock(["baselines"])
     with pytest.raises(ConfigError, match="unknown step 'nope'"):
         Pipeline("cifar10", "smoke", tmp_path / "run", only_steps=["nope"])
+
+
+def test_per_seed_values_are_listed_by_seed_not_by_file_order(tmp_path: Path) -> None:
+    """Rows of seed 1 read before seed 0's (another shard file) still list as s0, s1."""
+    from ephw.reproduce.robustness import robustness_summary
+
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    pgd = {"name": "PGD-l2", "method": "pgd", "norm": "L2", "eps": [0.4932], "restarts": 1}
+    models = [{"name": f"BP-CNN [s{s}]", "path": f"bp{s}.pt"} for s in (0, 1)]
+    cfg = {"run": {"data": "cifar10", "n": 4}, "models": models, "attacks": [pgd]}
+    cfg["checks"] = {"double_steps": False, "double_restarts": False, "zero_grad_images": 0}
+    (tmp_path / "run" / "robustness-white-box.json").write_text(json.dumps(cfg))
+
+    def row(seed: int, survival: str) -> str:
+        fields = {"kind": "attack", "model": f"BP-CNN [s{seed}]", "attack": "PGD-l2", "eps": 0.4932, "seed": 0}
+        fields.update(norm="L2", survival=survival, n=4, check=None, accuracy=survival.count("1") / 4)
+        return json.dumps(fields) + "\n"
+
+    (tmp_path / "run" / "robustness-white-box.jsonl").write_text(row(1, "1110") + row(0, "1000"))
+    measure = robustness_summary(pipe)["rows"][("BP-CNN", "PGD-l2 ε=0.4932 (white-box)")]
+    assert measure.values == [25.0, 75.0]
