@@ -145,9 +145,9 @@ def _write_part_report(pipe: Pipeline, part: str) -> None:
     write_report(out, pipe.docs_dir / pipe.data / part, pending=pending_attacks(pipe, part, rows))
 
 
-def _seed_number(row: dict[str, Any]) -> int:
-    """The training seed in a row's model name (``"BP-CNN [s2]"`` -> 2); -1 for an unseeded name."""
-    m = seeded(str(row.get("model", "")))
+def _seed_number(model: Any) -> int:
+    """The training seed in a model name (``"BP-CNN [s2]"`` -> 2); -1 for an unseeded name."""
+    m = seeded(str(model))
     return -1 if m is None else m[1]
 
 
@@ -186,7 +186,9 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if scores is not None and len(scores) == n:
                 per_image[(family, label)].append(scores.double().tolist())
 
-        for row in sorted(rows, key=_seed_number):  # "per seed" lists on the page read s0, s1, s2
+        for row in sorted(
+            rows, key=lambda r: _seed_number(r.get("model", ""))
+        ):  # "per seed" lists on the page read s0, s1, s2
             m = seeded(str(row.get("model", "")))
             if m is None or row.get("check"):
                 continue
@@ -200,7 +202,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             n = min(int(r["n"]) for r in crows)
             add(fam, f"corruptions, mean of every name and severity ({part})", accuracy, n, _scores(crows))
         worst = survival.worst_case(rows)
-        for (model, norm, eps, seed), wc in sorted(worst.items(), key=lambda kv: _seed_number({"model": kv[0][0]})):
+        for (model, norm, eps, seed), wc in sorted(worst.items(), key=lambda kv: _seed_number(kv[0][0])):
             m = seeded(str(model))
             if m is None:
                 continue
