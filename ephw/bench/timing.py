@@ -18,6 +18,17 @@ def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1, device: torch.device | None = None
 ) -> dict[str, float]:
     """Median seconds per call of each function, alternating calls so that machine noise hits all alike."""
+    return {name: statistics.median(ts) for name, ts in time_rounds(fns, repeats, warmup, device).items()}
+
+
+def time_rounds(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, list[float]]:
+    """Seconds of every call, ``repeats`` rounds that call each function once in turn (after ``warmup`` rounds).
+
+    The ``k``-th entries of two functions were measured next to each other, so their ratio per
+    round shows how much the machine's noise moved the ratio.
+    """
     device = device or torch.device("cpu")
     for _ in range(warmup):
         for fn in fns.values():
@@ -30,4 +41,4 @@ def time_interleaved(
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times

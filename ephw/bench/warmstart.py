@@ -15,23 +15,15 @@ import torch
 
 from ephw.backends import get_backend, settle
 from ephw.bench.timing import time_interleaved
-from ephw.checkpoint import BUNDLED_DIR, BUNDLED_MODEL, load_checkpoint
+from ephw.checkpoint import BUNDLED_DIR, load_checkpoint
 from ephw.compare import layer_differences, mean_abs_difference, sample_differences
 from ephw.data import load_dataset
+from ephw.distill.teacher import recorded_teacher_path
 from ephw.errors import InputError
 from ephw.feedforward import EPTopologyCNN, load_feedforward
 
 #: ``ephw distill --student cnn`` of the bundled digits model (20 epochs, cached teacher states)
 DISTILLED_STUDENT = BUNDLED_DIR / "digits-distilled.pt"
-
-
-def _teacher_path(recorded: str | None) -> str | Path:
-    """The student's recorded teacher; a bundled teacher recorded on another machine is found here."""
-    if not recorded:
-        return BUNDLED_MODEL
-    if not Path(recorded).exists() and Path(recorded).name == BUNDLED_MODEL.name:
-        return BUNDLED_MODEL
-    return recorded
 
 
 def bench_warmstart(
@@ -78,7 +70,7 @@ def bench_warmstart(
     if not isinstance(student, EPTopologyCNN):
         raise InputError(f"{student_path}: a warm start needs an EP-topology student (cnn, cnn-ll), not a ResNet")
     teacher_meta = meta.get("teacher", {})
-    teacher_path = teacher_path or _teacher_path(teacher_meta.get("path"))
+    teacher_path = teacher_path or recorded_teacher_path(teacher_meta.get("path"))
     ckpt = load_checkpoint(teacher_path)
     net = ckpt.model(device=device)
     if student.spec.config.state_shapes() != net.config.state_shapes():

@@ -1,4 +1,4 @@
-"""``ephw bench settle``, ``ephw bench train`` and ``ephw bench warmstart``."""
+"""``ephw bench settle``, ``train``, ``warmstart`` and ``students``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import argparse
 import json
 
 from ephw.bench.settle_bench import SOLVERS, bench_backend_steps, bench_settle
+from ephw.bench.students import bench_students
 from ephw.bench.tables import report_table
 from ephw.bench.train_bench import bench_train
 from ephw.bench.warmstart import DISTILLED_STUDENT, bench_warmstart
 from ephw.cli.common import add_backend_option_flags, backend_options, parse_backends, print_table
 from ephw.errors import InputError
 from ephw.model import CONFIG_NAMES
+from ephw.outputs import atomic_write
 
 ROW_COLUMNS = [
     "solver",
@@ -61,6 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench_settle)
     add_train_parser(kinds)
     add_warmstart_parser(kinds)
+    add_students_parser(kinds)
     p = kinds.add_parser("table", help="markdown tables (ratios only) from bench --json reports")
     p.add_argument("reports", nargs="+", metavar="REPORT.json", help="files of one JSON report each")
     p.set_defaults(func=run_bench_table)
@@ -196,6 +199,47 @@ def run_bench_warmstart(args: argparse.Namespace) -> int:
             f"from the fixed point + U(+-{p['eps']:g}): steps {p['steps_mean']:.1f}"
             f" (ratio {p['over_cold_steps']:.3f}), samples differing {p['samples_differing']}"
         )
+    return 0
+
+
+def add_students_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "students", help="every distilled student of a run folder vs its teacher's settle, timed in one run"
+    )
+    p.add_argument("--run-dir", required=True, help="a folder of step folders (e.g. reproduce/cifar10)")
+    p.add_argument("--batch", type=int, default=256, help="test images per timed call (the first ones)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds after a warm-up (median reported)")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_bench_students)
+
+
+def run_bench_students(args: argparse.Namespace) -> int:
+    check_counts(args, "batch", "repeats")
+    r = bench_students(
+        args.run_dir, batch=args.batch, repeats=args.repeats, data_root=args.data_root, device=args.device
+    )
+    if args.out:
+        atomic_write(args.out, json.dumps(r, indent=1, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"batch {r['batch']}, {r['repeats']} rounds, {r['device']} ({r['threads']} threads)")
+    rows = [
+        {
+            "student": name,
+            "teacher_backend": row["teacher_backend"],
+            "teacher_steps": f"{row['teacher_steps_mean']:.1f}",
+            "student_us_per_image": f"{row['student_seconds_per_image'] * 1e6:.1f}",
+            "teacher_us_per_image": f"{row['teacher_seconds_per_image'] * 1e6:.1f}",
+            "speedup": f"{row['speedup']:.1f}",
+            "rounds_min_max": "{:.1f}-{:.1f}".format(*row["speedup_rounds"]),
+        }
+        for name, row in r["students"].items()
+    ]
+    print_table(rows, list(rows[0]))
     return 0
 
 

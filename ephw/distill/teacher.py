@@ -22,11 +22,32 @@ from tqdm import tqdm
 
 from ephw import distributed
 from ephw.backends import Backend, SettleResult, get_backend, settle
+from ephw.checkpoint import BUNDLED_MODEL
 from ephw.data import ImageSet
 from ephw.data.cache import cache_dir
 from ephw.errors import ConfigError
 from ephw.model import EnergyModel
 from ephw.outputs import atomic_write
+
+
+def recorded_teacher_path(recorded: str | None, run_dir: str | Path | None = None) -> Path:
+    """The teacher checkpoint a student's meta names, found on this machine.
+
+    The meta holds the path the teacher had when the student was trained (relative to that
+    command's working directory). When it is not there, the same run folder's
+    ``<teacher folder>/model.pt`` under ``run_dir`` is taken, and a bundled teacher recorded on
+    another machine is the bundled one here. No recorded path: the bundled model.
+    """
+    if not recorded:
+        return BUNDLED_MODEL
+    path = Path(recorded)
+    if path.exists():
+        return path
+    if run_dir is not None and (moved := Path(run_dir) / path.parent.name / path.name).exists():
+        return moved
+    if path.name == BUNDLED_MODEL.name:
+        return BUNDLED_MODEL
+    return path
 
 
 @dataclass

@@ -34,6 +34,9 @@ from ephw.robustness.shards import Shard
 #: Test images of the check a shipped EP-CNN gets: ``ephw settle --model <name> --data DATA --n 1000``.
 SHIPPED_CHECK_N = 1000
 
+#: Stages that are not training steps: they run over the run folder's finished models.
+STAGE_COMMANDS = ("timing", "robustness", "report")
+
 #: Runs one ephw command line (``ephw.cli.main.main`` by default); returns its exit status.
 Runner = Callable[[list[str]], int]
 
@@ -134,9 +137,11 @@ class Pipeline:
 
     def run(self, stages: Sequence[str], log: Callable[[str], None] = print) -> list[StepStatus]:
         """Run ``stages`` in pipeline order: the training steps, then robustness, then the report."""
-        statuses = self.run_steps([s for s in stages if s not in ("robustness", "report")], log)
+        statuses = self.run_steps([s for s in stages if s not in STAGE_COMMANDS], log)
         if any(s.status in ("failed", "stopped") for s in statuses):
             return statuses
+        if "timing" in stages:
+            self.time_students(log)
         if "robustness" in stages:
             from ephw.reproduce.robustness import run_robustness
 
@@ -145,6 +150,35 @@ class Pipeline:
             page = self.write_report()
             log(f"[report] wrote {page}")
         return statuses
+
+    def time_students(self, log: Callable[[str], None] = print) -> Path | None:
+        """Time every finished student against its teacher in one run (``ephw bench students``).
+
+        Writes ``<run_dir>/speedup.json``, which the results page takes its speed-ups from. Skipped
+        when that file already covers every finished student's current model file; a student
+        trained or retrained since is the reason to time all of them again (the ratios must share
+        one run). ``None`` when no student is finished or the command failed.
+        """
+        from ephw.bench.students import SPEEDUP_FILE, current_timing
+
+        students = [st.name for st in self.steps if st.stage == "distill" and self.is_done(st)]
+        if not students:
+            log("[timing] no distilled student finished yet")
+            return None
+        record = self.run_dir / SPEEDUP_FILE
+        kept = current_timing(self.run_dir)
+        if kept is not None and set(students) <= set(kept["students"]):
+            log(f"[timing] {record} covers all {len(students)} students")
+            return record
+        argv = ["bench", "students", "--run-dir", str(self.run_dir), "--out", str(record)]
+        argv += ["--data-root", self.data_root] if self.data_root else []
+        argv += ["--device", self.device] if self.device else []
+        log(f"[timing] ephw {shlex.join(argv)}")
+        code = self.runner(argv)
+        if code != 0 or not record.is_file():
+            log(f"[timing] failed (exit {code}); rerun to retry")
+            return None
+        return record
 
     def write_report(self) -> Path:
         """Regenerate the results page from the run directory (models' meta, robustness results)."""
@@ -310,7 +344,7 @@ class Pipeline:
                     name += "".join(f".part-{p}" for p in self.parts)
                 if stage == "robustness" and self.shard is not None:
                     name += f".shard-{self.shard.index}-of-{self.shard.count}"
-                if stage not in ("robustness", "report") and self.only_steps:
+                if stage not in STAGE_COMMANDS and self.only_steps:
                     name += "".join(f".step-{n}" for n in self.only_steps)
                 stack.enter_context(OutputLock(self.run_dir / f".stage-{name}"))
         except BaseException:

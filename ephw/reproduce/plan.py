@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from ephw.errors import ConfigError
 
-STAGES: tuple[str, ...] = ("train-ep", "baselines", "distill", "robustness", "report")
-"""Stages in the order they run; each needs the models of the stages before it."""
+STAGES: tuple[str, ...] = ("train-ep", "baselines", "distill", "timing", "robustness", "report")
+"""Stages in the order they run; each needs the models of the stages before it. ``timing`` times
+every distilled student against its teacher in one run (``ephw bench students``)."""
 
 #: The Eq. 8 student of the digital teacher on the ``lava-fixed`` teacher's training subset: what a
 #: student of the Loihi-2 teacher is compared with (same images, only the teacher differs).

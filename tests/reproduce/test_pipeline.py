@@ -53,6 +53,13 @@ def fake_runner(calls: list[list[str]], fail: set[str] = frozenset(), code: int 
         if argv[0] == "settle":  # the shipped-model check: one JSON row, as `ephw settle --json` prints
             print(json.dumps({"backend": "euler", "n": 1000, "accuracy": 0.5, "steps_mean": 9.0}))
             return 0
+        if argv[:2] == ["bench", "students"]:  # the timing stage: a speedup.json over every model folder
+            from ephw.checkpoint import file_sha256
+
+            run = Path(argv[argv.index("--run-dir") + 1])
+            timed = {p.parent.name: {"model_sha256": file_sha256(p), "speedup": 9.0} for p in run.glob("*/model.pt")}
+            Path(argv[argv.index("--out") + 1]).write_text(json.dumps({"students": timed}))
+            return 0
         out = Path(argv[argv.index("--out") + 1])
         if out.name in fail:
             out.mkdir(parents=True, exist_ok=True)
@@ -467,3 +474,21 @@ def test_per_seed_values_are_listed_by_seed_not_by_file_order(tmp_path: Path) ->
     (tmp_path / "run" / "robustness-white-box.jsonl").write_text(row(1, "1110") + row(0, "1000"))
     measure = robustness_summary(pipe)["rows"][("BP-CNN", "PGD-l2 ε=0.4932 (white-box)")]
     assert measure.values == [25.0, 75.0]
+
+
+def test_timing_stage_times_every_student_once_and_again_after_a_retrain(tmp_path: Path, tiny_tree: Path) -> None:
+    calls: list[list[str]] = []
+    run = tmp_path / "run"
+    pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner(calls), ship_dir=None)
+    assert pipe.time_students(lambda _: None) is None  # no student yet: nothing to time
+    pipe.run(["train-ep", "distill", "timing"], log=lambda _: None)
+    timing = [c for c in calls if c[:2] == ["bench", "students"]]
+    assert len(timing) == 1 and (run / "speedup.json").is_file()
+    pipe.run(["timing"], log=lambda _: None)  # covers every student's current file: skipped
+    assert len([c for c in calls if c[:2] == ["bench", "students"]]) == 1
+    student = next(s for s in pipe.steps if s.stage == "distill")
+    from ephw.checkpoint import update_meta
+
+    update_meta(run / student.name / "model.pt", {"retrained": True})  # retrained: its file changed
+    pipe.run(["timing"], log=lambda _: None)
+    assert len([c for c in calls if c[:2] == ["bench", "students"]]) == 2

@@ -143,3 +143,44 @@ def test_student_table_names_the_teacher_backend_and_the_seed_range(tmp_path: Pa
         "| Distilled BP-CNN (PCM teacher) | 80.0 ± 0.0 (n=3) | 66.0 ± 0.0 (n=3) | crossbar | 110× (100–120×) |" in page
     )
     assert "time the simulator, not the device" in page
+    assert "recorded when each student finished training" in page and "same run" not in page
+
+
+def test_student_speedups_come_from_the_one_run_timing_where_it_covers_the_model(tmp_path: Path) -> None:
+    """The ``timing`` stage's speedup.json replaces the at-training ratios of the model files it timed."""
+    import json
+
+    from ephw.checkpoint import file_sha256, save_model
+    from ephw.model import EnergyModel, named_config
+
+    net = EnergyModel(named_config("digits"))
+    run = tmp_path / "run"
+    for seed in (0, 1):
+        metrics = {"test_accuracy": 0.6, "test_n": 100, "agreement": 0.8, "timing": {"speedup": 500.0}}
+        save_model(run / f"distilled-s{seed}" / "model.pt", net, {"metrics": metrics})
+    one_run = {
+        f"distilled-s{seed}": {
+            "model_sha256": file_sha256(run / f"distilled-s{seed}" / "model.pt"),
+            "speedup": ratio,
+            "teacher_backend": "async",
+        }
+        for seed, ratio in ((0, 90.0), (1, 110.0))
+    }
+    record = {"batch": 256, "repeats": 5, "threads": 1, "device": "cpu", "students": one_run}
+    (run / "speedup.json").write_text(json.dumps(record))
+
+    def page() -> str:
+        return write_results_page("cifar10", build_plan("cifar10", "cpu"), run, tmp_path / "docs", None).read_text()
+
+    text = page()
+    assert "| async | 100× (90–110×) |" in text
+    assert "same run of `ephw bench students`" in text and "median of 5 interleaved rounds" in text
+    assert "Students trained since" not in text
+    # a retrained seed no longer matches the timed file: its own recorded ratio is shown, and said so
+    save_model(
+        run / "distilled-s1" / "model.pt",
+        net,
+        {"metrics": {"test_accuracy": 0.61, "test_n": 100, "agreement": 0.8, "timing": {"speedup": 500.0}}},
+    )
+    text = page()
+    assert "295× (90–500×)" in text and "Students trained since that run show the ratios recorded" in text
