@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -22,12 +23,18 @@ def time_interleaved(
 
 
 def time_rounds(
-    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1, device: torch.device | None = None
+    fns: dict[str, Callable[[], object]],
+    repeats: int = 5,
+    warmup: int = 1,
+    device: torch.device | None = None,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """Seconds of every call, ``repeats`` rounds that call each function once in turn (after ``warmup`` rounds).
 
-    The ``k``-th entries of two functions were measured next to each other, so their ratio per
-    round shows how much the machine's noise moved the ratio.
+    The ``k``-th entries of two functions were measured in the same round, so their ratio per
+    round shows how much the machine's noise moved the ratio. Each round calls the functions in
+    its own order (a permutation seeded by ``seed`` and the round), so no function always runs
+    right after the same neighbour: a large settle leaves the caches cold for whatever comes next.
     """
     device = device or torch.device("cpu")
     for _ in range(warmup):
@@ -35,8 +42,10 @@ def time_rounds(
             fn()
     _sync(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for k in range(repeats):
+        random.Random(seed * 1_000_003 + k).shuffle(order)
+        for name, fn in order:
             start = time.perf_counter()
             fn()
             _sync(device)
