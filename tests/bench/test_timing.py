@@ -24,4 +24,8 @@ def test_the_order_is_seeded() -> None:
         return calls
 
     assert order(1) == order(1)
-    assert set(time_interleaved({"x": lambda: None}, repeats=2)) == {"x"}
+
+
+def test_time_interleaved_reports_the_median_of_every_function() -> None:
+    times = time_interleaved({"a": lambda: None, "b": lambda: sum(range(10_000))}, repeats=3)
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
