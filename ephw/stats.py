@@ -24,6 +24,21 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return mean, float(half)
 
 
+def seeds_for_half_width(sd: float, half: float, level: float = 0.95, most: int = 1000) -> int | None:
+    """Fewest seeds ``k >= 2`` whose t-interval of a mean of spread ``sd`` is narrower than ``half``.
+
+    ``None`` when even ``most`` seeds leave it wider (or ``half <= 0``).
+    """
+    if half <= 0:
+        return None
+    if sd <= 0:
+        return 2
+    for k in range(2, most + 1):
+        if stats.t.ppf(0.5 + level / 2, k - 1) * sd / math.sqrt(k) < half:
+            return k
+    return None
+
+
 def paired_difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """Mean and half-width of ``a - b`` measured on the same items (``a[i]``, ``b[i]``: item ``i``).
 

@@ -61,3 +61,15 @@ def test_paired_difference_ci_rejects_unequal_lengths() -> None:
         paired_difference_ci([1.0, 0.0], [1.0])
     mean, half = paired_difference_ci([1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])
     assert mean == pytest.approx(0.5) and half > 0
+
+
+def test_seeds_for_half_width_is_the_fewest_seeds_that_narrow_the_t_interval() -> None:
+    from scipy import stats as sps
+
+    from ephw.stats import seeds_for_half_width
+
+    k = seeds_for_half_width(2.0, 1.0)
+    assert k is not None and sps.t.ppf(0.975, k - 1) * 2.0 / k**0.5 < 1.0
+    assert sps.t.ppf(0.975, k - 2) * 2.0 / (k - 1) ** 0.5 >= 1.0
+    assert seeds_for_half_width(0.0, 1.0) == 2
+    assert seeds_for_half_width(1.0, 0.0) is None and seeds_for_half_width(100.0, 0.1, most=50) is None

@@ -184,3 +184,42 @@ def test_student_speedups_come_from_the_one_run_timing_where_it_covers_the_model
     )
     text = page()
     assert "295× (90–500×)" in text and "Students trained since that run show the ratios recorded" in text
+
+
+def _scored(per_seed: list[list[int]]) -> Measure:
+    """An accuracy measured per seed on the same images: 1 = the image survived."""
+    return Measure(
+        [100.0 * sum(s) / len(s) for s in per_seed],
+        [len(s) for s in per_seed],
+        [[float(v) for v in s] for s in per_seed],
+    )
+
+
+def test_what_would_settle_projects_the_images_an_observed_difference_needs() -> None:
+    import math
+    import re
+
+    from ephw.reproduce.report import paired_difference, what_would_settle
+
+    a = _scored([[1] * 30 + [0] * 70])  # 30 % vs 27 %: inconclusive on 100 images, one seed each
+    b = _scored([[1] * 25 + [0] * 2 + [1, 0] * 3 + [0] * 67])
+    diff, half, n = paired_difference(a, b)
+    assert abs(diff) < half and "inconclusive" in verdict(a, b)
+    text = what_would_settle(a, b, ">")
+    needed = int(re.search(r"≈ ([\d,]+) images", text).group(1).replace(",", ""))
+    assert needed == math.ceil(n * (half / abs(diff)) ** 2) and needed > n
+    assert "its seed-to-seed spread is not counted" in text  # one seed each
+    assert what_would_settle(a, b, ">", test_images=needed - 1).startswith("none within the")
+    assert what_would_settle(_scored([[1] * 60 + [0] * 40]), b, ">") == ""  # settled: nothing to add
+    zero = _scored([[0] * 100])
+    assert what_would_settle(zero, zero, ">").startswith("a smaller ε")
+
+
+def test_what_would_settle_asks_for_seeds_when_the_seed_spread_dominates() -> None:
+    from ephw.reproduce.report import what_would_settle
+
+    a = _scored([[1] * k + [0] * (200 - k) for k in (40, 80, 60)])  # 20 / 40 / 30 %: a wide seed spread
+    b = _scored([[1] * k + [0] * (200 - k) for k in (50, 70, 48)])
+    assert "inconclusive" in verdict(a, b)
+    text = what_would_settle(a, b, ">")
+    assert "training seeds of each (now 3/3)" in text
