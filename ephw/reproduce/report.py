@@ -512,7 +512,7 @@ def scale_lines(steps: list[Step], clean: dict[str, dict[str, Any]], rob: dict[t
     """Markdown lines: what would settle the open verdicts, by sampling (the verdict table's last
     column) and by scale (this run's EP-CNN and headline gap against the published ones)."""
     ep = next((st for st in steps if st.stage == "train-ep"), None)
-    if ep is None or "EP-CNN" not in clean:
+    if ep is None or not clean.get("EP-CNN", {}).get("acc"):
         return []
     argv = list(ep.argv)
     config = argv[argv.index("--config") + 1] if "--config" in argv else "?"
