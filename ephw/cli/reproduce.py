@@ -95,6 +95,10 @@ def run_reproduce(args: argparse.Namespace) -> int:
                 "done" if pipe.is_done(step) else "resume" if (pipe.folder(step) / "checkpoint.pt").is_file() else "-"
             )
             print(f"{step.stage:10s} {step.name:26s} {state:7s} ephw {' '.join(pipe.command(step))}")
+        students, untimed = pipe.timing_status()
+        if students:
+            left = f"; to time: {', '.join(untimed)}" if untimed else ""
+            print(f"timing     {len(students) - len(untimed)}/{len(students)} students timed in one run{left}")
         if any(pipe.is_done(step) for step in pipe.steps):  # rows are planned over trained models only
             for line in row_status(pipe):
                 print(line)

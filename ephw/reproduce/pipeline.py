@@ -159,15 +159,14 @@ class Pipeline:
         trained or retrained since is the reason to time all of them again (the ratios must share
         one run). ``None`` when no student is finished or the command failed.
         """
-        from ephw.bench.students import SPEEDUP_FILE, current_timing
+        from ephw.bench.students import SPEEDUP_FILE
 
-        students = [st.name for st in self.steps if st.stage == "distill" and self.is_done(st)]
+        students, untimed = self.timing_status()
         if not students:
             log("[timing] no distilled student finished yet")
             return None
         record = self.run_dir / SPEEDUP_FILE
-        kept = current_timing(self.run_dir)
-        if kept is not None and set(students) <= set(kept["students"]):
+        if not untimed:
             log(f"[timing] {record} covers all {len(students)} students")
             return record
         argv = ["bench", "students", "--run-dir", str(self.run_dir), "--out", str(record)]
@@ -179,6 +178,14 @@ class Pipeline:
             log(f"[timing] failed (exit {code}); rerun to retry")
             return None
         return record
+
+    def timing_status(self) -> tuple[list[str], list[str]]:
+        """``(finished students, those of them the run folder's speedup.json does not cover)``: step names."""
+        from ephw.bench.students import current_timing
+
+        students = [st.name for st in self.steps if st.stage == "distill" and self.is_done(st)]
+        timed = (current_timing(self.run_dir) or {}).get("students", {})
+        return students, [name for name in students if name not in timed]
 
     def write_report(self) -> Path:
         """Regenerate the results page from the run directory (models' meta, robustness results)."""

@@ -490,5 +490,7 @@ def test_timing_stage_times_every_student_once_and_again_after_a_retrain(tmp_pat
     from ephw.checkpoint import update_meta
 
     update_meta(run / student.name / "model.pt", {"retrained": True})  # retrained: its file changed
+    assert pipe.timing_status()[1] == [student.name]
     pipe.run(["timing"], log=lambda _: None)
     assert len([c for c in calls if c[:2] == ["bench", "students"]]) == 2
+    assert pipe.timing_status()[1] == []
