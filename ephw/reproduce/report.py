@@ -198,7 +198,13 @@ def difference(a: Measure, b: Measure) -> tuple[float, float]:
     return a.mean - b.mean, ha + hb
 
 
-def what_would_settle(a: Measure | None, b: Measure | None, relation: str = ">", test_images: int | None = None) -> str:
+def what_would_settle(
+    a: Measure | None,
+    b: Measure | None,
+    relation: str = ">",
+    test_images: int | None = None,
+    judged: str | None = None,
+) -> str:
     """For an inconclusive comparison of ``a`` with ``b``: the scale at which its observed difference
     would be resolved, if the difference and the seed-to-seed spread stayed as measured.
 
@@ -206,10 +212,12 @@ def what_would_settle(a: Measure | None, b: Measure | None, relation: str = ">",
     clear ``-KEEP_MARGIN``). A paired interval is an image part, which shrinks as
     ``1/sqrt(images)``, and a seed part, which shrinks only with more training seeds (its t-factor
     too); whichever part alone is wider than the target has to grow, and when both are, each gets
-    ``target/√2``. ``test_images`` caps the images (the test set's size). ``""`` where the
-    verdict is not inconclusive.
+    ``target/√2``. ``test_images`` caps the images (the test set's size). ``judged``: the verdict
+    of ``a`` and ``b`` when the caller has it (else it is judged here). ``""`` where the verdict is
+    not inconclusive.
     """
-    word = (keeps(a, b) if relation == "keeps" else verdict(a, b, relation)).split(" (")[0]
+    judged = judged if judged is not None else compare_verdict(a, b, relation)
+    word = judged.split(" (")[0]
     if word != "inconclusive" or a is None or b is None:
         return ""
     if all(v == 0 for v in (*a.values, *b.values)) or (relation == "keeps" and b.mean <= KEEP_MARGIN):
@@ -246,16 +254,22 @@ def what_would_settle(a: Measure | None, b: Measure | None, relation: str = ">",
     return " and ".join(parts) + f" at Δ = {diff:+.1f}{unknown}"
 
 
-def clean_accuracies(steps: list[Step], run_dir: Path) -> dict[str, dict[str, Any]]:
+def compare_verdict(a: Measure | None, b: Measure | None, relation: str) -> str:
+    """:func:`keeps` for ``relation == "keeps"``, else :func:`verdict` with the claimed ``relation``."""
+    return keeps(a, b) if relation == "keeps" else verdict(a, b, relation)
+
+
+def clean_accuracies(
+    steps: list[Step], run_dir: Path, timing: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per model family: its seeds' test accuracies (%), test sizes, and distillation metrics.
 
-    A student's speed-up comes from the run folder's one-run timing (:data:`~ephw.bench.students.SPEEDUP_FILE`,
-    the ``timing`` stage) where that covers its current model file, else from the timing its
-    ``ephw distill`` recorded; ``extra["speedup_source"]`` says which (``one run`` / ``at training``).
+    A student's speed-up comes from ``timing``, the run folder's one-run timing
+    (:func:`~ephw.bench.students.current_timing`, the ``timing`` stage), where that covers its
+    current model file, else from the timing its ``ephw distill`` recorded; ``extra["speedup_source"]``
+    says which (``one run`` / ``at training``).
     """
-    from ephw.bench.students import current_timing
-
-    timed = (current_timing(run_dir) or {}).get("students", {})
+    timed = (timing or {}).get("students", {})
     out: dict[str, dict[str, Any]] = {}
     for step in steps:
         path = run_dir / step.name / "model.pt"
@@ -290,10 +304,9 @@ def speedup_text(ratios: list[float]) -> str:
     return f"{mean:.0f}×" if len(ratios) == 1 else f"{mean:.0f}× ({min(ratios):.0f}–{max(ratios):.0f}×)"
 
 
-def speedup_note(run_dir: Path, students: dict[str, dict[str, Any]]) -> str:
-    """How the student table's speed-ups were measured: in one run (the ``timing`` stage), at training, or both."""
-    from ephw.bench.students import current_timing
-
+def speedup_note(run_dir: Path, students: dict[str, dict[str, Any]], timing: dict[str, Any] | None) -> str:
+    """How the student table's speed-ups were measured: in one run (``timing``, the ``timing`` stage's
+    record), at training, or both."""
     sources = {src for e in students.values() for src in e["extra"].get("speedup_source", [])}
     common = (
         "student forward pass against the teacher settling to its tolerance on its own backend. `crossbar` and "
@@ -307,7 +320,7 @@ def speedup_note(run_dir: Path, students: dict[str, dict[str, Any]]) -> str:
     )
     if "one run" not in sources:
         return f"Speed-ups: {at_training}; {common}"
-    t = current_timing(run_dir) or {}
+    t = timing or {}
     one_run = (
         f"every student and teacher timed in the same run of `ephw bench students` (the `timing` stage; "
         f"`{run_dir.as_posix()}/speedup.json`): the first {t.get('batch')} test images, median of "
@@ -407,19 +420,17 @@ def claims_of(steps: list[Step], clean: dict[str, dict[str, Any]], robustness: d
         return f"clean accuracy ({ma.short() if ma else '–'} vs {mb.short() if mb else '–'} %)"
 
     ep, dist, bp, adv = "EP-CNN", "Distilled BP-CNN", "BP-CNN", "Adv-CNN"
+    test_images = max((n for e in clean.values() for n in e["n"] if isinstance(n, int)), default=None)
+
+    def judged(claim: str, evaluation: str, ma: Measure | None, mb: Measure | None, relation: str) -> Claim:
+        word = compare_verdict(ma, mb, relation)
+        return Claim(claim, evaluation, word, what_would_settle(ma, mb, relation, test_images, word))
+
     out = [
-        Claim(
-            "(1) the Eq. 8 student keeps the EP-CNN's clean accuracy",
-            clean_text(dist, ep),
-            keeps(acc(dist), acc(ep)),
-            what_would_settle(acc(dist), acc(ep), "keeps"),
+        judged(
+            "(1) the Eq. 8 student keeps the EP-CNN's clean accuracy", clean_text(dist, ep), acc(dist), acc(ep), "keeps"
         ),
-        Claim(
-            "(1b) Adv-CNN loses clean accuracy against the EP-CNN",
-            clean_text(adv, ep),
-            verdict(acc(adv), acc(ep), "<"),
-            what_would_settle(acc(adv), acc(ep), "<"),
-        ),
+        judged("(1b) Adv-CNN loses clean accuracy against the EP-CNN", clean_text(adv, ep), acc(adv), acc(ep), "<"),
     ]
     absent = (robustness or {}).get("absent", {})  # label -> families its part does not evaluate
     eq9 = ("Distilled BP-CNN (ll)", "Distilled ResNet-18")
@@ -434,17 +445,11 @@ def claims_of(steps: list[Step], clean: dict[str, dict[str, Any]], robustness: d
             for m, ref in hardware_students({s.model for s in steps})
         ],
     ]
-    test_images = max((n for e in clean.values() for n in e["n"] if isinstance(n, int)), default=None)
     for claim, a, b, relation, with_clean in compare:
-
-        def judged(evaluation: str, ma: Measure | None, mb: Measure | None) -> Claim:
-            word = keeps(ma, mb) if relation == "keeps" else verdict(ma, mb, relation)
-            return Claim(claim, evaluation, word, what_would_settle(ma, mb, relation, test_images))
-
         if with_clean:
-            out.append(judged(clean_text(a, b), acc(a), acc(b)))
+            out.append(judged(claim, clean_text(a, b), acc(a), acc(b), relation))
         asked = [
-            judged(label, robust(a, label), robust(b, label))
+            judged(claim, label, robust(a, label), robust(b, label), relation)
             for label in labels
             if not (a == adv or b == adv) or not label.startswith(ADV_TRAINED_FOR)  # claim 4: other threats only
             if not {a, b} & set(absent.get(label, ()))  # a part that leaves either model out does not ask
@@ -559,7 +564,10 @@ def write_results_page(
     "markdown": text}``, or ``None``.
     """
     run_dir, docs_dir = Path(run_dir), Path(docs_dir)
-    clean = clean_accuracies(steps, run_dir)
+    from ephw.bench.students import current_timing
+
+    timing = current_timing(run_dir)  # hashes every timed model file: read once
+    clean = clean_accuracies(steps, run_dir, timing)
     rob = (robustness or {}).get("rows", {})
     lines = [
         f"# The seed paper on {data.upper()}: measured results",
@@ -615,7 +623,7 @@ def write_results_page(
                 f"{', '.join(sorted(set(e['extra'].get('teacher_backend', [])))) or '–'} | "
                 f"{speedup_text(e['extra'].get('speedup', []))} |"
             )
-        lines += ["", speedup_note(run_dir, students)]
+        lines += ["", speedup_note(run_dir, students, timing)]
 
     lines += verdict_lines(claims_of(steps, clean, robustness))
     labels = (robustness or {}).get("labels", [])
