@@ -173,6 +173,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
     incomplete: list[str] = []
     for part, path in files:
         rows, _ = dedupe(shards.read_all(path, read_rows))
+        rows.sort(key=lambda r: _seed_number(r.get("model", "")))  # "per seed" lists on the page read s0, s1, s2
         pending = pending_attacks(pipe, part, rows)
         corrupted: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
         unasked = left_out(pipe, parts[part].get("models", "all"), part)
@@ -186,9 +187,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             if scores is not None and len(scores) == n:
                 per_image[(family, label)].append(scores.double().tolist())
 
-        for row in sorted(
-            rows, key=lambda r: _seed_number(r.get("model", ""))
-        ):  # "per seed" lists on the page read s0, s1, s2
+        for row in rows:
             m = seeded(str(row.get("model", "")))
             if m is None or row.get("check"):
                 continue
@@ -201,8 +200,7 @@ def robustness_summary(pipe: Pipeline) -> dict[str, Any] | None:
             accuracy = sum(float(r["accuracy"]) for r in crows) / len(crows)
             n = min(int(r["n"]) for r in crows)
             add(fam, f"corruptions, mean of every name and severity ({part})", accuracy, n, _scores(crows))
-        worst = survival.worst_case(rows)
-        for (model, norm, eps, seed), wc in sorted(worst.items(), key=lambda kv: _seed_number(kv[0][0])):
+        for (model, norm, eps, seed), wc in survival.worst_case(rows).items():  # in the rows' (seed) order
             m = seeded(str(model))
             if m is None:
                 continue
