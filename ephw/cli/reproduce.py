@@ -103,6 +103,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
             for line in row_status(pipe):
                 print(line)
         return 0
+    pipe.check_runnable(stages)
     with pipe.lock(stages):
         statuses = pipe.run(stages)
     print_status(statuses)

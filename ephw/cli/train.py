@@ -12,6 +12,8 @@ from ephw.errors import InputError
 from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
 from ephw.training.train_adv import AdvTrainSettings, train_adv
 from ephw.training.train_bp import BP_ACTIVATIONS, BP_CIFAR_DEFAULTS, BPTrainSettings, train_bp
+from ephw.training.ep import NUDGINGS
+from ephw.training.free_states import FREE_INITS
 from ephw.training.train_ep import CIFAR_DEFAULTS, EPTrainSettings, ep_backends, train_ep
 
 _DEF = EPTrainSettings()
@@ -57,6 +59,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr-min", type=float, default=_DEF.lr_min, help="final learning rate of the cosine schedule")
     p.add_argument("--beta", type=float, default=_DEF.beta, help="nudging strength (phases at +beta and -beta)")
+    p.add_argument(
+        "--nudging",
+        default=_DEF.nudging,
+        choices=NUDGINGS,
+        help="centered: phases at +beta and -beta; positive: +beta only (one nudged phase, O(beta) bias)",
+    )
+    p.add_argument(
+        "--free-init",
+        default=_DEF.free_init,
+        choices=FREE_INITS,
+        help="free phase starts from the null state (zero), this image's last free state (image: persistent EP), "
+        "or the previous batch's (batch, as Scellier et al. 2023)",
+    )
     p.add_argument("--free-steps", type=int, default=None, help="T1: free-phase steps (default: 40 digits, 30 CIFAR)")
     p.add_argument("--nudge-steps", type=int, default=None, help="T2: steps of each nudged phase (default 10)")
     p.add_argument(
@@ -211,6 +226,8 @@ def run_train_ep(args: argparse.Namespace) -> int:
         weight_decays=pick(args.wds, "weight_decays"),
         lr_min=args.lr_min,
         beta=args.beta,
+        nudging=args.nudging,
+        free_init=args.free_init,
         free_steps=pick(args.free_steps, "free_steps"),
         nudge_steps=pick(args.nudge_steps, "nudge_steps"),
         tol=args.tol,

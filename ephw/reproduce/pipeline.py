@@ -202,6 +202,24 @@ class Pipeline:
     def is_done(self, step: Step) -> bool:
         return (self.folder(step) / "model.pt").is_file()
 
+    def check_runnable(self, stages: Sequence[str]) -> None:
+        """Refuse (:class:`ConfigError`, before anything is created or written) stages that only read
+        trained models -- ``timing``, ``robustness``, ``report`` -- when no training stage comes with
+        them and the run folder holds no trained model: a mistyped ``--run-dir`` must not turn the
+        results page into "not trained yet"."""
+        if any(s not in STAGE_COMMANDS for s in stages):
+            return  # training stages create the models the later stages read
+        if not self.run_dir.is_dir():
+            raise ConfigError(
+                f"--run-dir {self.run_dir} does not exist: no trained model to {'/'.join(stages)} "
+                "(is the folder name right?); nothing was written"
+            )
+        if not any(self.is_done(step) for step in self.steps):
+            raise ConfigError(
+                f"--run-dir {self.run_dir} holds no trained model of this plan (no */model.pt): nothing to "
+                f"{'/'.join(stages)} (is the folder name right?); nothing was written"
+            )
+
     def command(self, step: Step) -> list[str]:
         """The full ephw argv of ``step``: teacher placeholders resolved, ``--out`` and ``--device`` added."""
         argv = [str(self.run_dir / a[1:] / "model.pt") if a.startswith("@") else a for a in step.argv]

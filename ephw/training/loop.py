@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,15 @@ from ephw.training.run import Position, RunDir, epoch_batches, seeded
 #: the gradient of every trained parameter in ``p.grad`` and return floats to log, with
 #: ``"loss"`` among them.
 BatchStep = Callable[[Tensor, Tensor, Tensor, int, int], dict[str, float]]
+
+
+class CarriedState(Protocol):
+    """Training state a trainer keeps outside the model and optimizer (e.g. EP's carried free
+    states); saved with every checkpoint, into the run folder, and loaded on resume."""
+
+    def save(self, root: str | Path) -> None: ...
+
+    def load(self, root: str | Path) -> None: ...
 
 
 def per_layer(values: tuple[float, ...], n: int, what: str) -> list[float]:
@@ -63,6 +73,7 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, Any]],
     meta: dict[str, Any],
     augment: bool,
+    carried: CarriedState | None = None,
 ) -> RunDir:
     """Train (or, with ``s.resume``, continue training) ``model`` in the run folder ``s.out``.
 
@@ -78,6 +89,7 @@ def fit(
         evaluate: called with the model in eval mode after every epoch; its dict is logged.
         meta: stored in every checkpoint.
         augment: random crop (4 px) + flip, seeded by ``(seed, epoch, batch)``.
+        carried: more training state, written just before each checkpoint and loaded on resume.
 
     Every row of ``metrics.jsonl`` and every checkpoint is the same whether or not the run was
     killed and resumed, whenever it was killed: a checkpoint is written before each
@@ -115,6 +127,8 @@ def fit(
         optimizer.load_state_dict(ckpt.training["optimizer"])
         scheduler.load_state_dict(ckpt.training["scheduler"])
         window = [dict(w) for w in ckpt.training.get("window", [])]
+        if carried is not None:
+            carried.load(run.root)
         run.last_metrics = dict(ckpt.training.get("last_metrics", {}))
         run.metrics.trim_to(position)  # rows a killed run wrote after this checkpoint come again
         run.metrics.write(event="resume", epoch=position.epoch, batch=position.batch)
@@ -124,6 +138,8 @@ def fit(
         run.metrics.trim_to(position)  # rows of a run killed before its first checkpoint
 
     def save() -> None:
+        if carried is not None:
+            carried.save(run.root)
         run.save_state(model, optimizer, scheduler, position, s, meta, window)
 
     done = position.epoch * per_epoch + position.batch

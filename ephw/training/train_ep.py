@@ -1,4 +1,4 @@
-"""``ephw train ep``: train an EP-CNN with symmetric nudging (Laborieux et al. 2021)."""
+"""``ephw train ep``: train an EP-CNN with equilibrium propagation (Laborieux et al. 2021; Scellier et al. 2023)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from ephw.data import dataset_stats, load_dataset
 from ephw.errors import ConfigError
 from ephw.inference import settle_dataset
 from ephw.model import EnergyModel, named_config
-from ephw.training.ep import ep_step
+from ephw.training.ep import NUDGINGS, ep_step
+from ephw.training.free_states import FREE_INITS, FreeStateStore
 from ephw.training.loop import check_loop_settings, fit
 from ephw.training.run import run_lock
 
@@ -46,6 +47,8 @@ class EPTrainSettings:
     weight_decays: tuple[float, ...] = (3e-4,)
     lr_min: float = 1e-5
     beta: float = 0.5
+    nudging: str = "centered"  # ephw.training.ep.NUDGINGS
+    free_init: str = "zero"  # ephw.training.free_states.FREE_INITS
     free_steps: int = 40
     nudge_steps: int = 10
     tol: float | None = None
@@ -55,6 +58,7 @@ class EPTrainSettings:
     seed: int = 0
     eval_steps: int = 500
     eval_tol: float = 1e-5
+    eval_n: int | None = None  # test images evaluated after each epoch (class-balanced first n; None: all)
     checkpoint_every: int = 50
     max_batches: int | None = None  # cap on batches per epoch (None: all; old checkpoints lack it = None)
     out: str = "runs/ep"
@@ -99,10 +103,16 @@ def check_settings(s: EPTrainSettings) -> None:
     """Refuse settings no EP run can use (before anything is loaded or written)."""
     if not (s.beta > 0 and math.isfinite(s.beta)):
         raise ConfigError(f"beta must be > 0 (EP nudges at +beta and -beta), got {s.beta}")
+    if s.eval_n is not None and s.eval_n < 1:
+        raise ConfigError(f"eval_n must be >= 1 (test images per evaluation), got {s.eval_n}")
     if s.free_steps < 1 or s.nudge_steps < 1 or s.eval_steps < 1:
         raise ConfigError(
             f"free_steps, nudge_steps and eval_steps must be >= 1, got {s.free_steps}, {s.nudge_steps}, {s.eval_steps}"
         )
+    if s.nudging not in NUDGINGS:
+        raise ConfigError(f"unknown nudging {s.nudging!r}; choose one of {', '.join(NUDGINGS)}")
+    if s.free_init not in FREE_INITS:
+        raise ConfigError(f"unknown free_init {s.free_init!r}; choose one of {', '.join(FREE_INITS)}")
     check_loop_settings(s)
     if s.backend in BACKENDS and s.backend not in ep_backends():
         raise ConfigError(
@@ -131,21 +141,42 @@ def _train_ep(s: EPTrainSettings) -> dict[str, Any]:
     # re-programs the updated weights onto it
     backend = distributed.rank_backend(get_backend(s.backend, **s.backend_options))  # same chip, own read noise
     meta = {"data": s.data, "trainer": "ep", "settings": asdict(s)}
+    store = None if s.free_init == "zero" else FreeStateStore(s.free_init, net.state_shapes(), len(train))
 
     def step(x: Tensor, y: Tensor, idx: Tensor, epoch: int, b: int) -> dict[str, float]:
+        t0 = time.perf_counter()
         ep = ep_step(
-            net, x, y, backend=backend, beta=s.beta, free_steps=s.free_steps, nudge_steps=s.nudge_steps, tol=s.tol
+            net,
+            x,
+            y,
+            backend=backend,
+            beta=s.beta,
+            free_steps=s.free_steps,
+            nudge_steps=s.nudge_steps,
+            tol=s.tol,
+            init=None if store is None else store.take(idx, x),
+            nudging=s.nudging,
         )
+        if store is not None:
+            store.put(idx, ep.free.states)
         for p, g in zip(net.parameters(), ep.grads):
             p.grad = g
+        phases = [r for r in (ep.free, ep.plus, ep.minus) if r is not None]
         with torch.no_grad():
             loss = float(net.loss(ep.free.states, y).mean())
             acc = float((ep.free.predictions == y).float().mean())
-        return {"loss": loss, "accuracy": acc, "free_steps": float(ep.free.steps)}
+        return {
+            "loss": loss,
+            "accuracy": acc,
+            "free_steps": float(ep.free.steps),
+            # machine-independent cost: sweeps of every phase summed over the batch's images
+            "image_sweeps": float(sum(int(r.steps_per_sample.sum()) for r in phases)),
+            "seconds": time.perf_counter() - t0,  # this rank's step (phases + gradient), not the update
+        }
 
     def evaluate(model: EnergyModel) -> dict[str, Any]:
         t0 = time.perf_counter()
-        ev = settle_dataset(model, test, backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
+        ev = settle_dataset(model, test if s.eval_n is None else test.subset(s.eval_n), backend, steps=s.eval_steps, tol=s.eval_tol, batch_size=256)
         return {
             "test_accuracy": ev.accuracy,
             "test_n": ev.n,
@@ -154,7 +185,7 @@ def _train_ep(s: EPTrainSettings) -> dict[str, Any]:
         }
 
     groups = [(f"layer {j}", m.parameters()) for j, m in enumerate(net.synapses)]
-    run = fit(net, groups, s, train, step, evaluate, meta, augment=augment)
+    run = fit(net, groups, s, train, step, evaluate, meta, augment=augment, carried=store)
     last = {"epoch": s.epochs, **run.last_metrics}
     meta["metrics"] = last
     if distributed.is_main():

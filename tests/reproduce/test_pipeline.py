@@ -494,3 +494,28 @@ def test_timing_stage_times_every_student_once_and_again_after_a_retrain(tmp_pat
     pipe.run(["timing"], log=lambda _: None)
     assert len([c for c in calls if c[:2] == ["bench", "students"]]) == 2
     assert pipe.timing_status()[1] == []
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "untrained"])
+@pytest.mark.parametrize("stage", ["report", "robustness", "timing"])
+def test_a_mistyped_run_dir_writes_nothing(
+    tmp_path: Path, state: str, stage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stage that reads trained models, given a folder holding none, refuses in one line and creates nothing."""
+    run, docs = tmp_path / "run", tmp_path / "docs"
+    docs.mkdir()
+    page = docs / "cifar10.md"
+    page.write_text("the committed page\n")
+    if state != "missing":
+        run.mkdir()
+    if state == "untrained":
+        (run / "ep-s0").mkdir()
+        (run / "ep-s0" / "checkpoint.pt").write_bytes(b"half a run")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    args = ["reproduce", "cifar10", "--budget", "smoke", "--run-dir", str(run), "--docs", str(docs), "--no-ship"]
+    assert main([*args, "--stage", stage]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nothing was written" in err
+    assert ("does not exist" if state == "missing" else "holds no trained model") in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert page.read_text() == "the committed page\n"
