@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ephw.bench.recipes import RECIPES, curve_of_run, get_recipe, plot_curves, time_recipes, write_curves
 from ephw.bench.settle_bench import SOLVERS, bench_backend_steps, bench_settle
 from ephw.bench.students import bench_students
 from ephw.bench.tables import report_table
@@ -64,6 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_train_parser(kinds)
     add_warmstart_parser(kinds)
     add_students_parser(kinds)
+    add_recipe_parsers(kinds)
     p = kinds.add_parser("table", help="markdown tables (ratios only) from bench --json reports")
     p.add_argument("reports", nargs="+", metavar="REPORT.json", help="files of one JSON report each")
     p.set_defaults(func=run_bench_table)
@@ -295,4 +297,60 @@ def run_bench_settle(args: argparse.Namespace) -> int:
         f" = {r['reference_seconds']:.2f} s; basins vs async differ above {r['differ_above']:g}"
     )
     print_table(r["rows"], ROW_COLUMNS)
+    return 0
+
+
+def add_recipe_parsers(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "curves", help="time-to-accuracy: test accuracy vs image-sweeps and train time of EP run folders"
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN[=LABEL]", help="ephw train ep run folders (metrics.jsonl)")
+    p.add_argument("--target", type=float, default=None, help="accuracy (fraction) to report the cost of reaching")
+    p.add_argument("--json", dest="json_out", default=None, help="write the curves as JSON here")
+    p.add_argument("--plot", default=None, help="write the figure here (PNG)")
+    p.set_defaults(func=run_bench_curves)
+    p = kinds.add_parser("recipes", help="seconds per EP training batch of named recipes, timed side by side")
+    p.add_argument("--recipes", required=True, help=f"comma-separated: {', '.join(RECIPES)}")
+    p.add_argument("--batches", type=int, default=5, help="consecutive batches per timed call")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.set_defaults(func=run_bench_recipes)
+
+
+def run_bench_curves(args: argparse.Namespace) -> int:
+    curves = []
+    for spec in args.runs:
+        run, _, label = spec.partition("=")
+        curves.append(curve_of_run(run, label or None))
+    if args.json_out:
+        write_curves(curves, args.json_out)
+    if args.plot:
+        plot_curves(curves, args.plot, args.target)
+    rows = []
+    for c in curves:
+        last = c.points[-1] if c.points else None
+        hit = c.first_reaching(args.target) if args.target is not None else None
+        rows.append(
+            {
+                "run": c.label,
+                "epochs": len(c.points),
+                "final_accuracy": f"{100 * last.test_accuracy:.2f}" if last else "-",
+                "image_sweeps": f"{last.image_sweeps:.3g}" if last else "-",
+                "reached_target_at_epoch": hit.epoch if hit else "-",
+                "image_sweeps_to_target": f"{hit.image_sweeps:.3g}" if hit else "-",
+                "train_hours_to_target": f"{hit.train_seconds / 3600:.2f}" if hit and hit.train_seconds else "-",
+            }
+        )
+    print_table(rows, list(rows[0]))
+    return 0
+
+
+def run_bench_recipes(args: argparse.Namespace) -> int:
+    check_counts(args, "batches", "repeats")
+    recipes = [get_recipe(n.strip()) for n in args.recipes.split(",") if n.strip()]
+    r = time_recipes(recipes, batches=args.batches, repeats=args.repeats, data_root=args.data_root)
+    if args.out:
+        atomic_write(args.out, json.dumps(r, indent=1, sort_keys=True) + "\n")
+    print(json.dumps(r))
     return 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from typing import Any
 
 from ephw.backends import backend_names
+from ephw.bench.recipes import RECIPES, get_recipe
 from ephw.cli.common import add_backend_option_flags, backend_options, positive_float
 from ephw.errors import InputError
 from ephw.model import ACTIVATIONS, CONFIG_NAMES, OUTPUTS
@@ -33,6 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=_DEF.data, help="digits|cifar10|cifar100")
     p.add_argument("--data-root", default=None, help="folder or .tar.gz holding the dataset")
     p.add_argument(
+        "--recipe",
+        default=None,
+        help=f"CIFAR: a named recipe's settings as defaults (flags given override them): {', '.join(RECIPES)} "
+        "(docs/training.md)",
+    )
+    p.add_argument(
         "--config",
         default=None,
         help=f"architecture: {', '.join(CONFIG_NAMES)} (default: digits for digits, cpu-small for CIFAR)",
@@ -58,16 +66,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--wds", type=_floats, default=None, help="weight decay per synapse layer, or one for all (default 3e-4)"
     )
     p.add_argument("--lr-min", type=float, default=_DEF.lr_min, help="final learning rate of the cosine schedule")
-    p.add_argument("--beta", type=float, default=_DEF.beta, help="nudging strength (phases at +beta and -beta)")
+    p.add_argument("--beta", type=float, default=None, help="nudging strength (phases at +beta and -beta; default 0.5)")
     p.add_argument(
         "--nudging",
-        default=_DEF.nudging,
+        default=None,
         choices=NUDGINGS,
         help="centered: phases at +beta and -beta; positive: +beta only (one nudged phase, O(beta) bias)",
     )
     p.add_argument(
         "--free-init",
-        default=_DEF.free_init,
+        default=None,
         choices=FREE_INITS,
         help="free phase starts from the null state (zero), this image's last free state (image: persistent EP), "
         "or the previous batch's (batch, as Scellier et al. 2023)",
@@ -206,7 +214,11 @@ def run_train_classifier(args: argparse.Namespace) -> int:
 
 
 def run_train_ep(args: argparse.Namespace) -> int:
-    defaults = {} if args.data == "digits" else CIFAR_DEFAULTS
+    defaults: dict[str, Any] = {} if args.data == "digits" else dict(CIFAR_DEFAULTS)
+    if args.recipe is not None:
+        if args.data == "digits":
+            raise InputError("--recipe names CIFAR recipes; digits runs take their defaults or explicit flags")
+        defaults = asdict(get_recipe(args.recipe).settings())
 
     def pick(value: Any, field: str) -> Any:
         return value if value is not None else defaults.get(field, getattr(_DEF, field))
@@ -225,12 +237,12 @@ def run_train_ep(args: argparse.Namespace) -> int:
         momentum=args.momentum,
         weight_decays=pick(args.wds, "weight_decays"),
         lr_min=args.lr_min,
-        beta=args.beta,
-        nudging=args.nudging,
-        free_init=args.free_init,
+        beta=pick(args.beta, "beta"),
+        nudging=pick(args.nudging, "nudging"),
+        free_init=pick(args.free_init, "free_init"),
         free_steps=pick(args.free_steps, "free_steps"),
         nudge_steps=pick(args.nudge_steps, "nudge_steps"),
-        tol=args.tol,
+        tol=pick(args.tol, "tol"),
         backend=pick(args.backend, "backend"),
         backend_options=backend_options(args, [pick(args.backend, "backend")]).get(pick(args.backend, "backend"), {}),
         augment=args.augment,

@@ -107,3 +107,36 @@ def test_ep_gradient_uses_both_nudged_states(net_factory, batch_factory):
     # identical nudged states: only the readout's loss term survives (the mean of dL/dW)
     assert all(g.abs().max() == 0 for g in grads[:-2])
     assert grads[-2].abs().max() > 0
+
+
+@pytest.mark.parametrize("output", ["softmax", "mse"])
+def test_positive_nudging_matches_implicit_gradient_as_beta_vanishes(net_factory, batch_factory, output):
+    """One-sided EP: -(dPhi_beta(s^beta) - dPhi(s*))/beta tends to the recurrent-backprop gradient (bias O(beta))."""
+    net = net_factory(output, "laborieux", seed=0)
+    x, y = batch_factory(n=8, seed=0)
+    errors = []
+    for beta in (1e-2, 1e-3):
+        step = ep_step(
+            net, x, y, backend="async", beta=beta, free_steps=5000, nudge_steps=5000, tol=1e-14, nudging="positive"
+        )
+        assert step.minus is None and bool(step.plus.converged.all())
+        ref = implicit_gradient(net, x, y, step.free.states)
+        a, b = torch.cat([g.flatten() for g in step.grads]), torch.cat([g.flatten() for g in ref])
+        errors.append(((a - b).norm() / b.norm()).item())
+    assert errors[1] < 0.01
+    assert errors[1] < errors[0] / 5  # first order: ten times smaller beta, ~ten times smaller error
+
+
+def test_free_phase_from_a_carried_state_reaches_the_same_fixed_point(net_factory, batch_factory):
+    """A free phase started near the fixed point (carried states) converges there in fewer sweeps."""
+    net = net_factory("softmax", "laborieux", seed=0)
+    x, y = batch_factory(n=8, seed=0)
+    cold = ep_step(net, x, y, backend="async", beta=0.1, free_steps=5000, nudge_steps=50, tol=1e-10)
+    warm = ep_step(
+        net, x, y, backend="async", beta=0.1, free_steps=5000, nudge_steps=50, tol=1e-10, init=cold.free.states
+    )
+    assert warm.free.steps < cold.free.steps
+    for a, b in zip(warm.free.states, cold.free.states):
+        assert torch.allclose(a, b, atol=1e-8)
+    for a, b in zip(warm.grads, cold.grads):
+        assert torch.allclose(a, b, atol=1e-6)

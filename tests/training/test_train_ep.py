@@ -50,11 +50,17 @@ def test_training_learns_and_writes_metrics(tmp_path):
     assert net.config.name == "digits"
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
-    straight = tiny(tmp_path / "a")
+@pytest.mark.parametrize(
+    "recipe",
+    [{}, {"free_init": "image"}, {"free_init": "batch", "nudging": "positive"}],
+    ids=["zero", "image", "batch-positive"],
+)
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch, recipe):
+    """Also with carried free states: they are saved with each checkpoint and a resume continues from them."""
+    straight = tiny(tmp_path / "a", **recipe)
     train_ep(straight)
 
-    killed = tiny(tmp_path / "b")
+    killed = tiny(tmp_path / "b", **recipe)
     real_step = train_module.ep_step
     calls = {"n": 0}
 
@@ -104,3 +110,30 @@ def test_hardware_in_the_loop_training_keeps_one_chip_and_records_it(tmp_path):
     meta = load_checkpoint(tmp_path / "run" / "model.pt").meta
     assert meta["settings"]["backend"] == "crossbar"
     assert meta["settings"]["backend_options"]["preset"] == "pcm"
+
+
+def test_persistent_free_states_are_kept_per_training_image(tmp_path):
+    """free_init=image: after one epoch every training image has the free state its own phase reached."""
+    train_ep(tiny(tmp_path, epochs=1, free_init="image"))
+    blob = torch.load(tmp_path / "run" / "free-states.pt", weights_only=True)
+    assert blob["mode"] == "image" and blob["n_images"] == 1257  # the digits training split
+    shapes = load_model(tmp_path / "run" / "model.pt").state_shapes()
+    assert [tuple(t.shape) for t in blob["states"]] == [(1257, *sh) for sh in shapes]
+    assert all(t.dtype == torch.float16 for t in blob["states"])
+    seen = [s.flatten(1).abs().sum(1) > 0 for s in blob["states"]]
+    assert bool(seen[0].all())  # every image was visited once and stored its own row
+
+
+def test_carried_states_file_of_another_run_is_refused(tmp_path):
+    train_ep(tiny(tmp_path, epochs=1, free_init="image"))
+    (tmp_path / "run" / "free-states.pt").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match="free-states.pt"):
+        train_ep(tiny(tmp_path, epochs=1, free_init="image", resume=True))
+
+
+def test_unknown_recipe_options_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="nudging"):
+        train_ep(tiny(tmp_path, nudging="sideways"))
+    with pytest.raises(ConfigError, match="free_init"):
+        train_ep(tiny(tmp_path, free_init="student"))
+    assert not (tmp_path / "run").exists()
