@@ -35,9 +35,9 @@ from torch import Tensor
 
 from ephw.backends.asynchronous import Async
 from ephw.backends.base import Advance, max_abs_change
-from ephw.backends.terms import SynapseTerms
 from ephw.errors import BackendError
 from ephw.model import EnergyModel, States, Synapses
+from ephw.model.terms import SynapseTerms
 
 
 class RateCarry:

@@ -36,10 +36,10 @@ from torch import Tensor
 
 from ephw.backends.asynchronous import Async
 from ephw.backends.base import Advance, IterativeBackend, max_abs_change, take_rows
-from ephw.backends.terms import SynapseTerms
 from ephw.errors import BackendError
 from ephw.model import EnergyModel, States, Synapses
-from ephw.model.energy import channels_last
+from ephw.model.tensors import channels_last
+from ephw.model.terms import SynapseTerms
 
 
 def flatten_states(states: States) -> Tensor:

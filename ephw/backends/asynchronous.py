@@ -8,7 +8,7 @@ max-pooling terms are convex in the layer below), so the energy never increases,
 and a sweep usually propagates information twice as far as a synchronous step.
 
 Cost: a synapse layer's forward term (and its pooling switches) depends only on the
-layer below it, which moves once per sweep, so :class:`~ephw.backends.terms.SynapseTerms`
+layer below it, which moves once per sweep, so :class:`~ephw.model.terms.SynapseTerms`
 keeps every term across half-sweeps and sweeps: one forward conv and one transposed
 conv per layer per sweep, as in a synchronous step.
 
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from ephw.backends.base import Advance, IterativeBackend
-from ephw.backends.terms import SynapseTerms
 from ephw.errors import BackendError
 from ephw.model import EnergyModel, States, Synapses
+from ephw.model.terms import SynapseTerms
 
 
 class Async(IterativeBackend):
@@ -39,7 +39,7 @@ class Async(IterativeBackend):
     def start(
         self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None, ops: Synapses
     ) -> SynapseTerms:
-        return SynapseTerms(net, x, states, ops)
+        return net.terms(x, states, ops)
 
     def step(
         self, net: EnergyModel, x: Tensor, states: States, beta: float, target: Tensor | None, ops: Synapses

@@ -20,8 +20,8 @@ from ephw.backends.euler import Euler
 from ephw.crossbar import CrossbarArray, CrossbarParams, load_params
 from ephw.errors import BackendError
 from ephw.model import EnergyModel
-from ephw.model.energy import channels_last
 from ephw.model.synapses import conv_input_grad
+from ephw.model.tensors import channels_last
 
 
 def unrolled(layer: nn.Module) -> Tensor:

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from ephw.backends.base import Backend, SettleResult, initial_states
-from ephw.backends.terms import one_hot
 from ephw.errors import BackendError, InputError
 from ephw.lava.activity import Activity
 from ephw.lava.fixed_point import FixedPointFormat
@@ -31,7 +30,8 @@ from ephw.lava.network import LavaNetwork, NetworkSpec, chunks
 from ephw.lava.numerics import FLOAT_DTYPES
 from ephw.lava.resources import resource_report
 from ephw.model import EnergyModel
-from ephw.model.energy import channels_last
+from ephw.model.tensors import channels_last
+from ephw.model.terms import one_hot
 
 #: Started networks not yet stopped (strong references: stopped at the latest at exit).
 _LIVE: set[LavaNetwork] = set()

@@ -77,7 +77,21 @@ TODAY = Recipe(
     "0.4x Laborieux's per-layer rates, 20 epochs (the first CIFAR-10 run)",
 )
 
-RECIPES: dict[str, Recipe] = {TODAY.name: TODAY}
+#: Persistent EP: every training image's free phase continues from the free state it reached on its
+#: last visit (ephw.training.free_states), so 12 sweeps go further than 30 from the null state;
+#: centered nudging 2 x 6 sweeps; 1.5x today's rates; 14 epochs. 24 sweeps per image and batch.
+PERSISTENT = Recipe(
+    "persistent-12-6",
+    "free phase from each image's last free state (12 async sweeps), centered nudging 2 x 6 at beta 0.5, "
+    "0.6x Laborieux's per-layer rates, 14 epochs",
+    free_steps=12,
+    nudge_steps=6,
+    free_init="image",
+    lrs=(0.15, 0.09, 0.06, 0.045, 0.03),
+    epochs=14,
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (TODAY, PERSISTENT)}
 
 
 def get_recipe(name: str) -> Recipe:

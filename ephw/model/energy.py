@@ -22,7 +22,6 @@ The model knows nothing about how the energy is minimised: that is a backend's j
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,29 +31,10 @@ from ephw.errors import InputError
 from ephw.model.config import ModelConfig
 from ephw.model.layers import input_stats, synapse_layers
 from ephw.model.synapses import DigitalSynapses, Synapses
+from ephw.model.tensors import channels_last, per_sample_sum
+from ephw.model.terms import SynapseTerms, one_hot
 
 States = list[Tensor]
-
-
-@dataclass
-class _Forward:
-    """Forward terms of every synapse layer at the current states."""
-
-    terms: list[Tensor]  # P(w_j * in_j) + b_j (conv) or W_j in_j + b_j (dense) of every layer feeding a state
-    switches: list[Tensor | None]  # max-pool argmax indices of conv layers, None for dense
-    pre_pool: list[torch.Size | None]  # spatial size before pooling, conv layers only
-    inputs: list[Tensor]  # input of every synapse layer: s^0 (normalised x), s^1, ...
-    ops: Synapses  # how the linear maps were evaluated
-
-
-def per_sample_sum(t: Tensor) -> Tensor:
-    """Sum over all but the batch dim, ``(B, ...) -> (B,)``, without ``flatten`` (which copies channels-last)."""
-    return t.sum(tuple(range(1, t.dim()))) if t.dim() > 1 else t
-
-
-def channels_last(t: Tensor) -> Tensor:
-    """4-d tensors in channels-last memory format (the layout ephw computes in); others unchanged."""
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
 #: How far outside [0, 1] an image value may lie before :meth:`EnergyModel.check_input` refuses it.
@@ -149,56 +129,9 @@ class EnergyModel(nn.Module):
         """Exact evaluation of the synapses (the default of every method taking ``synapses``)."""
         return DigitalSynapses(self.synapses)
 
-    def _forward(self, x: Tensor, states: Sequence[Tensor], ops: Synapses) -> _Forward:
-        inp = self.normalize(x)
-        terms: list[Tensor] = []
-        switches: list[Tensor | None] = []
-        pre: list[torch.Size | None] = []
-        for j, spec in enumerate(self.config.convs):
-            a = ops.forward(j, inp if j == 0 else states[j - 1])
-            pooled, idx = F.max_pool2d(a, spec.pool, spec.pool, return_indices=True)
-            terms.append(pooled)
-            switches.append(idx)
-            pre.append(a.shape[-2:])
-        # a softmax readout is not a state: its forward term is only needed when nudging
-        for j in range(len(self.convs), len(self.convs) + len(self.dense) - (self.config.output == "softmax")):
-            terms.append(ops.forward(j, (inp if j == 0 else states[j - 1]).flatten(1)))
-            switches.append(None)
-            pre.append(None)
-        return _Forward(terms, switches, pre, [inp, *states], ops)
-
-    def _adjoint(self, j: int, v: Tensor, fwd: _Forward) -> Tensor:
-        """Transpose of synapse ``j`` (through its pooling switches) applied to ``v``.
-
-        Returns a tensor shaped like synapse ``j``'s input state (``s^j`` in 1-based
-        notation), i.e. ``w~_j * P^{-1}(v)`` for convs and ``W_j^T v`` for dense layers.
-        """
-        src = fwd.inputs[j]
-        if j < len(self.convs):
-            spec = self.config.convs[j]
-            up = F.max_unpool2d(v, fwd.switches[j], spec.pool, spec.pool, output_size=fwd.pre_pool[j])
-            return fwd.ops.adjoint(j, up, src)
-        return fwd.ops.adjoint(j, v.flatten(1), src.flatten(1)).view_as(src)
-
-    def _nudge(self, fwd: _Forward, states: Sequence[Tensor], target: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Loss ``L`` per sample and ``dL/ds^N`` for the last state layer."""
-        if target is None:
-            raise InputError("a non-zero beta needs a target")
-        out = states[-1]
-        if self.config.output == "mse":
-            diff = out - self._one_hot(target, out)
-            return 0.5 * diff.pow(2).sum(1), diff
-        readout = self.config.n_synapses - 1
-        logits = fwd.ops.forward(readout, out.flatten(1))
-        loss = F.cross_entropy(logits, target, reduction="none")
-        dlogits = torch.softmax(logits, 1) - self._one_hot(target, logits)
-        return loss, self._adjoint(readout, dlogits, fwd)
-
-    @staticmethod
-    def _one_hot(target: Tensor, like: Tensor) -> Tensor:
-        if target.is_floating_point():
-            return target.to(like.dtype)
-        return F.one_hot(target, like.shape[1]).to(like.dtype)
+    def terms(self, x: Tensor, states: Sequence[Tensor], synapses: Synapses | None = None) -> SynapseTerms:
+        """The energy's terms at ``states`` for images ``x`` (evaluated lazily, each once)."""
+        return SynapseTerms(self.config, self.normalize(x), states, synapses or self.digital)
 
     def drives(
         self,
@@ -223,28 +156,8 @@ class EnergyModel(nn.Module):
             ``(drives, phi)`` with ``drives[n]`` shaped like ``states[n]`` and
             ``phi`` of shape ``(B,)``.
         """
-        fwd = self._forward(x, states, synapses or self.digital)
-        n = self.n_states
-        wanted = range(n) if layers is None else layers
-        out: list[Tensor | None] = [None] * n
-        for i in wanted:
-            u = fwd.terms[i]
-            if i + 1 < n:
-                u = u + self._adjoint(i + 1, states[i + 1], fwd)
-            out[i] = u
-        phi = self._phi_from(fwd, states)
-        if beta != 0.0:
-            loss, dloss = self._nudge(fwd, states, target)
-            phi = phi - beta * loss
-            if out[-1] is not None:
-                out[-1] = out[-1] - beta * dloss
-        return out, phi
-
-    def _phi_from(self, fwd: _Forward, states: Sequence[Tensor]) -> Tensor:
-        phi = states[0].new_zeros(states[0].shape[0])
-        for s, t in zip(states, fwd.terms):
-            phi = phi + per_sample_sum(s * t)
-        return phi
+        wanted = range(self.n_states) if layers is None else layers
+        return self.terms(x, states, synapses).drives_and_phi(wanted, beta, target)
 
     def phi(
         self,
@@ -255,11 +168,7 @@ class EnergyModel(nn.Module):
         synapses: Synapses | None = None,
     ) -> Tensor:
         """The primitive ``Phi`` per sample ``(B,)``, differentiable w.r.t. weights and states."""
-        fwd = self._forward(x, states, synapses or self.digital)
-        phi = self._phi_from(fwd, states)
-        if beta != 0.0:
-            phi = phi - beta * self._nudge(fwd, states, target)[0]
-        return phi
+        return self.terms(x, states, synapses).phi(beta, target)
 
     def self_energy(self, states: Sequence[Tensor]) -> Tensor:
         """``sum_n |s^n|^2 / (2 g)`` per sample ``(B,)``."""
@@ -288,7 +197,7 @@ class EnergyModel(nn.Module):
         """Per-sample loss at the states ``(B,)``: cross-entropy (softmax) or ``|y - t|^2 / 2`` (mse)."""
         logits = self.logits(states)
         if self.config.output == "mse":
-            return 0.5 * (logits - self._one_hot(target, logits)).pow(2).sum(1)
+            return 0.5 * (logits - one_hot(target, logits)).pow(2).sum(1)
         return F.cross_entropy(logits, target, reduction="none")
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - guidance only

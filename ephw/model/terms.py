@@ -8,8 +8,10 @@ It changes only when its input changes. An even/odd sweep changes the even-index
 states, then the odd-indexed ones, so every term is recomputed exactly once per sweep
 (the image's term once per settle) when :class:`SynapseTerms` is told which states moved.
 
-This evaluates the same maps as :meth:`ephw.model.EnergyModel.drives` (checked against it
-in ``tests/backends/test_terms.py``), through the model's :class:`~ephw.model.Synapses`.
+This is the one implementation of the energy's terms: :meth:`EnergyModel.drives` and
+:meth:`EnergyModel.phi` evaluate all of them at once through it, and the layer-parity
+backends keep one across the half-sweeps. The linear maps go through a
+:class:`~ephw.model.synapses.Synapses` (exact, or a backend's simulated hardware).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ephw.backends.base import take_rows
 from ephw.errors import InputError
-from ephw.model import EnergyModel, Synapses
-from ephw.model.energy import per_sample_sum
+from ephw.model.config import ModelConfig
+from ephw.model.synapses import Synapses
+from ephw.model.tensors import per_sample_sum, take_rows
 
 
 class SynapseTerms:
@@ -37,14 +39,16 @@ class SynapseTerms:
         switches, pre_pool: max-pool argmax indices and pre-pooling spatial size (convs).
     """
 
-    def __init__(self, net: EnergyModel, x: Tensor, states: Sequence[Tensor], ops: Synapses) -> None:
-        self.net = net
+    def __init__(self, config: ModelConfig, inp: Tensor, states: Sequence[Tensor], ops: Synapses) -> None:
+        """``inp``: the input layer ``s^0`` (the normalised images ``(B, C, H, W)``); ``states``: ``s^1 .. s^N``."""
+        self.config = config
         self.ops = ops
-        self.n_conv = len(net.config.convs)
-        self.inputs: list[Tensor] = [net.normalize(x), *states]
-        self.terms: list[Tensor | None] = [None] * net.n_states
-        self.switches: list[Tensor | None] = [None] * net.n_states
-        self.pre_pool: list[torch.Size | None] = [None] * net.n_states
+        self.n_conv = len(config.convs)
+        self.n_states = len(states)
+        self.inputs: list[Tensor] = [inp, *states]
+        self.terms: list[Tensor | None] = [None] * self.n_states
+        self.switches: list[Tensor | None] = [None] * self.n_states
+        self.pre_pool: list[torch.Size | None] = [None] * self.n_states
 
     # ----------------------------------------------------------------- bookkeeping
     def update(self, states: Sequence[Tensor], moved: Iterable[int]) -> None:
@@ -65,7 +69,7 @@ class SynapseTerms:
         if self.terms[j] is None:
             src = self.inputs[j]
             if j < self.n_conv:
-                pool = self.net.config.convs[j].pool
+                pool = self.config.convs[j].pool
                 a = self.ops.forward(j, src)
                 self.terms[j], self.switches[j] = F.max_pool2d(a, pool, pool, return_indices=True)
                 self.pre_pool[j] = a.shape[-2:]
@@ -79,7 +83,7 @@ class SynapseTerms:
         src = self.inputs[j]
         if j < self.n_conv:
             self._term(j)  # the switches
-            pool = self.net.config.convs[j].pool
+            pool = self.config.convs[j].pool
             up = F.max_unpool2d(v, self.switches[j], pool, pool, output_size=self.pre_pool[j])
             return self.ops.adjoint(j, up, src)
         return self.ops.adjoint(j, v.flatten(1), src.flatten(1)).view_as(src)
@@ -87,11 +91,26 @@ class SynapseTerms:
     def drive(self, i: int, beta: float = 0.0, target: Tensor | None = None) -> Tensor:
         """``dPhi/ds^i`` (0-based ``i``) at the recorded states."""
         u = self._term(i)
-        if i + 1 < self.net.n_states:
+        if i + 1 < self.n_states:
             u = u + self._adjoint(i + 1, self.inputs[i + 2])
-        if beta != 0.0 and i == self.net.n_states - 1:
-            u = u - beta * self._nudge(target)[1]
+        if beta != 0.0 and i == self.n_states - 1:
+            u = u - beta * self.nudge(target)[1]
         return u
+
+    def drives_and_phi(
+        self, layers: Iterable[int], beta: float = 0.0, target: Tensor | None = None
+    ) -> tuple[list[Tensor | None], Tensor]:
+        """``dPhi/ds^i`` for ``layers`` (the others ``None``) and ``Phi`` per sample, the loss evaluated once."""
+        out: list[Tensor | None] = [None] * self.n_states
+        for i in layers:
+            out[i] = self.drive(i)
+        phi = self.phi()
+        if beta != 0.0:
+            loss, dloss = self.nudge(target)
+            phi = phi - beta * loss
+            if out[-1] is not None:
+                out[-1] = out[-1] - beta * dloss
+        return out, phi
 
     def phi(self, beta: float = 0.0, target: Tensor | None = None) -> Tensor:
         """``Phi`` per sample ``(B,)`` at the recorded states (computes any stale term)."""
@@ -100,19 +119,18 @@ class SynapseTerms:
         for i, s in enumerate(states):
             phi = phi + per_sample_sum(s * self._term(i))
         if beta != 0.0:
-            phi = phi - beta * self._nudge(target)[0]
+            phi = phi - beta * self.nudge(target)[0]
         return phi
 
-    def _nudge(self, target: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Loss ``L`` per sample and ``dL/ds^N`` (as :meth:`EnergyModel._nudge`)."""
-        net = self.net
+    def nudge(self, target: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Loss ``L`` per sample ``(B,)`` and ``dL/ds^N`` (shaped like the last state) at the recorded states."""
         out = self.inputs[-1]
         if target is None:
             raise InputError("a non-zero beta needs a target")
-        if net.config.output == "mse":
+        if self.config.output == "mse":
             diff = out - one_hot(target, out)
             return 0.5 * diff.pow(2).sum(1), diff
-        readout = net.config.n_synapses - 1
+        readout = self.config.n_synapses - 1
         logits = self.ops.forward(readout, out.flatten(1))
         loss = F.cross_entropy(logits, target, reduction="none")
         dlogits = torch.softmax(logits, 1) - one_hot(target, logits)
