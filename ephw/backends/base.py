@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ephw.errors import InputError
 from ephw.model import EnergyModel, States, Synapses
-from ephw.model.energy import channels_last
+from ephw.model.tensors import channels_last, put_rows, take_rows
 
 
 @dataclass
@@ -338,41 +338,6 @@ def max_abs_change(new: Sequence[Tensor], old: Sequence[Tensor]) -> Tensor:
     return torch.stack([(a - b).abs_().amax(tuple(range(1, a.dim()))) for a, b in zip(new, old)]).amax(0)
 
 
-def _sample_rows(t: Tensor) -> Tensor | None:
-    """A ``(B, D)`` view of ``t`` whose row ``b`` is sample ``b``'s memory (contiguous or channels-last), else None."""
-    if t.is_contiguous():
-        return t.view(t.shape[0], -1)
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.permute(0, 2, 3, 1).view(t.shape[0], -1)
-    return None
-
-
-def take_rows(t: Tensor, rows: Tensor) -> Tensor:
-    """``t[rows]`` for indices ``rows`` ``(n,)``, in ``t``'s memory layout.
-
-    A row gather of the flat per-sample view: on a channels-last tensor 5-15x faster than
-    boolean or advanced indexing (which gathers element by element).
-    """
-    flat = _sample_rows(t)
-    if flat is None:
-        return t.index_select(0, rows)
-    out = flat.index_select(0, rows)
-    if t.is_contiguous():
-        return out.view(-1, *t.shape[1:])
-    _, c, h, w = t.shape
-    return out.view(-1, h, w, c).permute(0, 3, 1, 2)
-
-
-def put_rows(full: Tensor, rows: Tensor, src: Tensor) -> None:
-    """``full[rows] = src`` in place (``src`` cast to ``full``'s dtype), a row scatter where layouts match."""
-    src = src.to(full.dtype)
-    f, s = _sample_rows(full), _sample_rows(src)
-    if f is not None and s is not None and full.is_contiguous() == src.is_contiguous():
-        f.index_copy_(0, rows, s)
-    else:
-        full[rows] = src
-
-
 def _rows(mask: Tensor, like: Tensor) -> Tensor:
     """``mask`` ``(B,)`` shaped to broadcast over ``like`` ``(B, ...)``."""
     return mask.view(-1, *([1] * (like.dim() - 1)))
@@ -383,6 +348,8 @@ def check_settle_args(
 ) -> None:
     """Validate the arguments common to every backend (raises :class:`InputError`)."""
     net.check_input(x)
+    if x.shape[0] == 0:  # every backend's state shapes are (B, ...): nothing to settle, and torch would fail
+        raise InputError("an empty batch (0 images): nothing to settle")
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
     if tol is not None and not tol > 0:
