@@ -13,10 +13,16 @@ setup: $(STAMP)
 # Re-install only when the dependency list or the install steps change.
 # lava-nc declares Python <3.11: its requirements come with ephw's (pyproject.toml), lava-nc
 # itself is installed without them, and ephw/lava/compat.py repairs its 3.11 import (docs/lava.md).
-$(STAMP): pyproject.toml Makefile
+# The aihwkit backend plugin (backends/aihwkit, docs in its README): aihwkit 1.1.0's wheel lists build
+# tools and its cloud/experiment extras (cmake, scikit-build, pybind11, mypy, requests, protobuf,
+# torchvision) as requirements, so it is installed with --no-deps; what its inference tiles import
+# (torch, numpy, scipy, scikit-learn, tqdm) is pinned in backends/aihwkit/pyproject.toml.
+$(STAMP): pyproject.toml backends/aihwkit/pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(BIN)/python -m pip install --quiet --no-deps aihwkit==1.1.0
+	$(BIN)/python -m pip install --quiet -e backends/aihwkit
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,7 +7,8 @@
 """
 
 from ephw.backends import BACKENDS, Backend, SettleResult, backend_names, get_backend, settle
-from ephw.checkpoint import load_checkpoint, load_model, save_model
+from ephw.checkpoint import load_checkpoint, save_model
+from ephw.loading import load_model
 from ephw.errors import EphwError
 from ephw.model import EnergyModel, ModelConfig, named_config
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,27 +42,55 @@ class Checkpoint:
             metrics).
         training: optional resumable training state (optimizer, scheduler, epoch,
             batch, RNG); tensors and plain containers only.
+        source: the file it was read from (named in errors), ``None`` for one built in memory.
     """
 
     config: ModelConfig
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] | None = None
+    source: Path | None = None
 
     def model(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> EnergyModel:
-        return with_weights(EnergyModel(self.config), self.state_dict, dtype, device)
+        return with_weights(EnergyModel(self.config), self.state_dict, dtype, device, self.source)
 
 
-def with_weights(module: M, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: str | torch.device) -> M:
+def state_dict_mismatch(module: nn.Module, state_dict: dict[str, Any]) -> str | None:
+    """The first way ``state_dict`` does not fit ``module`` (a shape, a missing or an extra entry), else ``None``."""
+    expected = module.state_dict()
+    for name, want in expected.items():
+        got = state_dict.get(name)
+        if got is None:
+            return f"{name} is missing from the file"
+        if torch.is_tensor(got) and tuple(got.shape) != tuple(want.shape):
+            return (
+                f"{name} has shape {tuple(got.shape)} in the file but the architecture needs {tuple(want.shape)}"
+            )
+    extra = [k for k in state_dict if k not in expected]
+    return f"the file holds {extra[0]}, which the architecture has no place for" if extra else None
+
+
+def with_weights(
+    module: M,
+    state_dict: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    device: str | torch.device,
+    source: str | Path | None = None,
+) -> M:
     """``module`` with ``state_dict`` loaded, moved to ``dtype``/``device``, in eval mode.
 
-    Raises :class:`CheckpointError` (one line) if the weights do not fit the architecture.
+    Raises :class:`CheckpointError` (one line, naming ``source`` -- the file -- and the first
+    mismatching parameter with both shapes) if the weights do not fit the architecture.
     """
+    where = f"{source}: " if source is not None else ""
+    mismatch = state_dict_mismatch(module, state_dict)
+    if mismatch is not None:
+        raise CheckpointError(f"{where}weights do not match the stored architecture: {mismatch}")
     try:
         module.load_state_dict(state_dict)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"weights do not match the stored architecture: {first}") from None
+        first = " ".join(str(exc).split())
+        raise CheckpointError(f"{where}weights do not match the stored architecture: {first}") from None
     return module.to(device=device, dtype=dtype).eval()
 
 
@@ -77,17 +106,47 @@ def write_blob(path: str | Path, blob: dict[str, Any]) -> Path:
     return atomic_write(path, buffer.getbuffer())
 
 
+#: The global torch's ``weights_only`` unpickler refused, as its message names it.
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def _load_any(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` of ``path``; a missing or unreadable file is a one-line CheckpointError."""
+    """``torch.load(weights_only=True)`` of ``path``; a missing or unreadable file is a one-line CheckpointError.
+
+    A file whose pickle names code or objects (any global beyond tensors and plain containers)
+    is refused as such, naming the blocked global: torch's own message advises loading with
+    ``weights_only=False``, which would run that code.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle refusing foreign objects, ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = str(exc)
+        blocked = _BLOCKED_GLOBAL.search(text) if "weights only load failed" in text.lower() else None
+        if blocked is not None:
+            raise CheckpointError(
+                f"{path} holds code or objects ephw will not load (the global {blocked.group(1)}): an ephw "
+                "file holds only weights and plain data, so this one is foreign or tampered with"
+            ) from None
+        reason = (text.strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or foreign): {reason}"
         ) from None
+
+
+def parse_meta(blob: Any, path: str | Path) -> dict[str, Any]:
+    """The JSON ``meta`` entry of a loaded ephw file as a dict; damaged meta is a one-line CheckpointError."""
+    raw = blob.get("meta", "{}") if isinstance(blob, dict) else "{}"
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} has a damaged meta entry (not JSON: {exc}); retrain or restore the file"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has a damaged meta entry (JSON {type(meta).__name__}, not an object)")
+    return meta
 
 
 def checkpoint_format(path: str | Path) -> str:
@@ -104,7 +163,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     """The JSON meta of an ephw file (any format); a missing or foreign file is a one-line CheckpointError."""
     path = Path(path)
     checkpoint_format(path)
-    return json.loads(_load_any(path).get("meta", "{}"))
+    return parse_meta(_load_any(path), path)
 
 
 #: meta key: sha256s of earlier versions of the file that differed from it in meta only
@@ -123,7 +182,7 @@ def update_meta(path: str | Path, updates: dict[str, Any]) -> None:
     checkpoint_format(path)  # an ephw file, or a one-line CheckpointError
     before = file_sha256(path)
     blob = _load_any(path)
-    meta = json.loads(blob.get("meta", "{}"))
+    meta = parse_meta(blob, path)
     meta.update(updates)
     meta[META_EDITED_FROM] = sorted({*meta.get(META_EDITED_FROM, []), before})
     blob["meta"] = json.dumps(meta, sort_keys=True)
@@ -199,28 +258,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     blob = read_blob(path, FORMAT, VERSION, "ephw checkpoint")
     try:
         config = ModelConfig.from_dict(json.loads(blob["config"]))
-        meta = json.loads(blob.get("meta", "{}"))
         state = blob["state_dict"]
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path} is a damaged ephw checkpoint: {exc}") from None
-    return Checkpoint(config, state, meta, blob.get("training"))
-
-
-def load_model(
-    path: str | Path | None = None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> nn.Module:
-    """Load a model in eval mode: a checkpoint path or a shipped name (``ephw models``).
-
-    ``None`` is the bundled digits EP-CNN. EP checkpoints give an :class:`EnergyModel`;
-    feed-forward ones (students, BP-/Adv-CNNs, ResNet-18) the feed-forward module, which maps
-    ``(B, C, H, W)`` images in [0, 1] to ``(B, classes)`` logits.
-    """
-    if path is not None and checkpoint_format(path).startswith("ephw.feedforward"):
-        from ephw.feedforward.checkpoint import load_feedforward
-
-        return load_feedforward(path, dtype, device)[0]
-    ckpt = load_checkpoint(BUNDLED_MODEL if path is None else path)
-    try:
-        return ckpt.model(dtype, device)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path or BUNDLED_MODEL}: {exc}") from None
+    return Checkpoint(config, state, parse_meta(blob, path), blob.get("training"), resolve_model(path))

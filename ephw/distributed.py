@@ -35,10 +35,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ephw.errors import ConfigError
+from ephw.errors import BackendError, ConfigError, InputError
+from ephw.seeds import derive_seed
+from ephw.signals import die_with_parent
 
 #: Seconds a collective may wait for the other ranks before the run fails (a dead rank).
 TIMEOUT_S = 1800
+
+
+class RankError(ConfigError):
+    """A configuration error of this rank alone (its GPU, its host): every rank reports its own."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,26 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def env_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``; 0 when not launched), known before any group is up."""
+    try:
+        return int(os.environ.get("RANK", "0")) if launched() else 0
+    except ValueError:
+        return 0
+
+
+#: The device :func:`setup` will join the process group for, on the first call that needs the group.
+_pending: dict[str, str] = {}
+
+
 def world() -> World:
-    """This process's :class:`World` (one rank of one when no process group is up)."""
+    """This process's :class:`World` (one rank of one when no process group is up).
+
+    After :func:`setup` the first call joins the process group: a command refused by its own
+    validation before it needs the group never starts one.
+    """
+    if _pending and launched() and not dist.is_initialized():
+        init(_pending.pop("device"))
     if not (dist.is_available() and dist.is_initialized()):
         return World()
     size = dist.get_world_size()
@@ -91,7 +115,7 @@ def rank_device(device: str) -> str:
         raise ConfigError(f"--device {device}: under torchrun pass --device cuda, each rank takes cuda:LOCAL_RANK")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if local >= torch.cuda.device_count():
-        raise ConfigError(f"local rank {local} has no GPU: {torch.cuda.device_count()} visible on this host")
+        raise RankError(f"local rank {local} has no GPU: {torch.cuda.device_count()} visible on this host")
     torch.cuda.set_device(local)
     return f"cuda:{local}"
 
@@ -101,6 +125,7 @@ def init(device: str = "cpu") -> World:
 
     gloo for ``device`` ``cpu``, nccl for ``cuda``. Sets torch's threads (:func:`threads_per_rank`).
     """
+    _pending.clear()
     if not launched() or dist.is_initialized():
         return world()
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -139,18 +164,37 @@ def teardown(finished: bool = True) -> None:
 
 
 def setup(args: Any) -> None:
-    """CLI hook: join the group, pin ``args.device`` to this rank's GPU, silence stdout on ranks > 0.
+    """CLI hook: pin ``args.device`` to this rank's GPU, silence stdout on ranks > 0, join the group when needed.
 
     Ranks > 0 print nothing on stdout (every rank computes the same reduced results; rank 0
-    prints them once); errors still reach stderr from every rank.
+    prints them once); errors reach stderr from every rank, except the configuration errors
+    every rank hits alike (:func:`quiet_error`). The process group is joined on the first
+    :func:`world` call, so what a command validates before it needs the group fails before
+    any group exists. Under torchrun the rank also dies with its launcher
+    (:func:`~ephw.signals.die_with_parent`): a SIGKILLed torchrun leaves no worker running on,
+    holding its run lock.
     """
     if not launched():
         return
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's workers: their parent is the launcher itself
+        die_with_parent()
+    if env_rank() > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the process's lifetime
+    torch.set_num_threads(threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))))
     if getattr(args, "device", None) is not None:
         args.device = rank_device(args.device)  # before nccl starts: one GPU per local rank
-    init(getattr(args, "device", None) or "cpu")
-    if not is_main():
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the process's lifetime
+    _pending["device"] = getattr(args, "device", None) or "cpu"
+
+
+def quiet_error(exc: BaseException) -> bool:
+    """Whether this rank keeps ``exc`` to itself: a rank > 0 of a launched run, on a configuration
+    error (bad option, bad config file: :class:`ConfigError`, :class:`BackendError`,
+    :class:`InputError`) that every rank hits alike -- rank 0 reports it once. A
+    :class:`RankError` and every other error (a checkpoint, the data, the disk of this host) are
+    reported by each rank that meets them."""
+    if env_rank() == 0 or isinstance(exc, RankError):
+        return False
+    return isinstance(exc, (ConfigError, BackendError, InputError))
 
 
 def barrier() -> None:
@@ -322,8 +366,6 @@ def rank_read_seed(read_seed: int) -> int:
     rank = world().rank
     if rank == 0:
         return read_seed
-    from ephw.crossbar.seeds import derive_seed
-
     return derive_seed(read_seed, rank, 0x5EED)
 
 

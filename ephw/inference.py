@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ephw import distributed
 from ephw.backends import Backend, get_backend, settle
+from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL
 from ephw.data import ImageSet
 from ephw.errors import InputError
 from ephw.model import EnergyModel, States
@@ -138,3 +139,23 @@ def _gathered(local: DatasetSettle) -> DatasetSettle:
         states=[torch.cat(layer) for layer in zip(*kept)] if local.states is not None else None,
         residuals=[r for _, _, _, _, res in shards for r in res],
     )
+
+
+#: What ``ephw settle`` does without options: the digital ``euler`` settle in batches of 256.
+DEFAULT_BACKEND = "euler"
+DEFAULT_BATCH = 256
+
+
+def settle_row(
+    net: EnergyModel,
+    data: ImageSet,
+    backend: str = DEFAULT_BACKEND,
+    *,
+    steps: int = DEFAULT_STEPS,
+    tol: float | None = DEFAULT_TOL,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, Any]:
+    """The row ``ephw settle --json`` prints for ``data`` (its defaults are these): :meth:`DatasetSettle.summary`
+    and the images per class."""
+    run = settle_dataset(net, data, backend, steps=steps, tol=tol, batch_size=batch_size)
+    return {**run.summary(), "class_counts": data.class_counts()}

@@ -8,11 +8,18 @@ too, and the command exits with status 143 instead of dying mid-write.
 :func:`deferred` holds SIGINT and SIGTERM back for a few statements that must happen together
 (an optimiser step and the position that records it); a signal arriving meanwhile is
 delivered when the block ends.
+
+:func:`die_with_parent` asks the kernel to SIGKILL this process when its parent dies (a
+torchrun worker whose launcher was SIGKILLed must not run on, holding its run lock).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,3 +71,25 @@ def deferred() -> Iterator[None]:
                 handler(caught[0], None)
             elif handler != signal.SIG_IGN:  # SIG_DFL (or not set from Python): the default action
                 signal.raise_signal(caught[0])
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> bool:
+    """SIGKILL this process when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``); exit now if it already has.
+
+    The parent is taken to be gone when this process was re-parented to init (pid 1) before the
+    request took effect. Returns whether the kernel took the request (``False`` off Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:  # orphaned before the request: the parent died while this process started
+        os._exit(1)
+    return True

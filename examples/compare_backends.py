@@ -5,7 +5,8 @@
 Prints the comparison table (reference = first backend) and saves a figure:
 left, the residual max|delta s| against the step for each backend (median over
 images, band = 10-90 %); right, the per-layer max |s - s_ref| to the reference.
-Backends added to the registry later (lava, crossbar, ...) appear automatically; the
+Backends added to the registry later (lava, crossbar, ...) and those of installed plugins
+(``ephw backends``; ``backends/README.md``) appear automatically; the
 lava backends' steps are lava timesteps (one per synchronous update), so `lava`'s residual
 curve lies on top of `euler`'s.
 """

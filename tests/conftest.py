@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -69,3 +72,31 @@ def synapse_probes(net: EnergyModel, ops, seed: int = 0):
 @pytest.fixture
 def probes() -> Callable[..., object]:
     return synapse_probes
+
+
+@pytest.fixture
+def full_disk(tmp_path_factory: pytest.TempPathFactory):
+    """A real, tiny tmpfs (64 KiB) filled to the last block: every write there fails with ENOSPC.
+
+    Creating files and folders still works (tmpfs counts inodes apart from blocks), as on a
+    real full disk. Needs the right to mount (root); skipped otherwise.
+    """
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    root = tmp_path_factory.mktemp("full-disk")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0777", "tmpfs", str(root)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        fd = os.open(root / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:  # fill every block
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)

@@ -8,7 +8,8 @@ import pickle
 import pytest
 import torch
 
-from ephw.checkpoint import BUNDLED_MODEL, Checkpoint, load_checkpoint, load_model, save_checkpoint, save_model
+from ephw.checkpoint import BUNDLED_MODEL, Checkpoint, load_checkpoint, save_checkpoint, save_model
+from ephw.loading import load_model
 from ephw.errors import CheckpointError
 
 

@@ -129,3 +129,91 @@ def test_a_second_holder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pa
             time.sleep(0.05)
     assert (run / ".ephw.lock").read_text().strip() == str(os.getpid())
     lock.release()
+
+
+def test_a_lock_on_a_full_disk_is_one_line_and_leaves_no_lock_file(full_disk):
+    """Issue 34 item 4: ``os.pwrite`` of the holder's pid hits ENOSPC on a real full tmpfs."""
+    run = full_disk / "run"
+    with pytest.raises(OutputError) as info:
+        OutputLock(run, folder=True).acquire()
+    assert str(info.value) == f"cannot create lock {run / '.ephw.lock'}: No space left on device"
+    results = full_disk / "r.jsonl"
+    with pytest.raises(OutputError, match="No space left on device"):
+        OutputLock(results).acquire()
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no lock file, no folder
+
+
+def test_a_run_refused_before_it_wrote_anything_leaves_no_lock_nor_folder(tmp_path):
+    out = tmp_path / "a" / "run"
+    with pytest.raises(OutputError, match="refused"):
+        with OutputLock(out, folder=True):
+            raise OutputError("refused")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):  # once something was written, everything stays
+        with OutputLock(out, folder=True):
+            (out / "metrics.jsonl").write_text("{}\n")
+            raise RuntimeError("died")
+    assert sorted(p.name for p in out.iterdir()) == [".ephw.lock", "metrics.jsonl"]
+    with OutputLock(out):  # a clean exit keeps the lock file, as before
+        pass
+    assert (out / ".ephw.lock").is_file()
+
+
+def test_shared_holders_coexist_and_exclude_an_exclusive_one(tmp_path):
+    target = tmp_path / "r.jsonl"
+    a = OutputLock(target, shared=True).acquire()
+    b = OutputLock(target, shared=True).acquire()
+    with pytest.raises(OutputError, match="is in use by another ephw run"):
+        OutputLock(target).acquire()
+    a.release()
+    b.release()
+    excl = OutputLock(target).acquire()
+    with pytest.raises(OutputError, match="is in use by another ephw run"):
+        OutputLock(target, shared=True).acquire()
+    excl.release()
+
+
+def test_stale_temporaries_of_the_same_output_are_removed_live_ones_kept(tmp_path, monkeypatch):
+    target = tmp_path / "page.md"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # exited: its pid is free (reuse within this test is not expected)
+    host = outputs._HOST
+    names = {
+        "dead": f".page.md.{dead_pid}@{host}.abcd1234.tmp",  # its writer is gone: stale now
+        "live": f".page.md.{os.getppid()}@{host}.abcd1234.tmp",  # a running writer's: kept
+        "other-host": f".page.md.{dead_pid}@0000beef.abcd1234.tmp",  # unknown host, fresh: kept
+        "old": ".page.md.k2j4h5g6.tmp",  # an older ephw's, untouched for an hour: stale
+        "fresh": ".page.md.q1w2e3r4.tmp",  # an older ephw's, fresh: kept
+        "other-target": f".other.md.{dead_pid}@{host}.abcd1234.tmp",  # not this output's: kept
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("half")
+    hour_ago = time.time() - 3600
+    os.utime(tmp_path / names["old"], (hour_ago, hour_ago))
+    atomic_write(target, "new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["page.md", *(names[k] for k in ("live", "other-host", "fresh", "other-target"))])
+
+
+def test_a_write_killed_with_sigkill_leaves_a_temporary_the_next_write_removes(tmp_path):
+    """Issue 34 item 6: SIGKILL in the middle of ``atomic_write``; the next write of the same output cleans up."""
+    target = tmp_path / "m.json"
+    code = (
+        "import sys, time\n"
+        "from ephw.outputs import atomic_write\n"
+        "def writer(fh):\n"
+        "    fh.write(b'half'); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
+        f"atomic_write({str(target)!r}, writer)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".m.json.") and leftovers[0].endswith(".tmp")
+    atomic_write(target, "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]

@@ -1,6 +1,7 @@
 """Backends: ways of settling an energy model, behind one ``settle`` function.
 
-``BACKENDS`` maps names to classes; each backend lives in its own module.
+``BACKENDS`` maps names to classes; each built-in backend lives in its own module, and
+third-party backends join through the ``ephw.backends`` entry-point group (``backends/README.md``).
 """
 
 from ephw.backends.adaptive_sor import AdaptiveSOR
@@ -10,7 +11,15 @@ from ephw.backends.base import Backend, IterativeBackend, SettleResult
 from ephw.backends.crossbar import Crossbar
 from ephw.backends.euler import Euler
 from ephw.backends.lava import Lava, LavaFixed
-from ephw.backends.registry import BACKENDS, backend_names, get_backend, register
+from ephw.backends.registry import (
+    BACKENDS,
+    ENTRY_POINT_GROUP,
+    BackendInfo,
+    backend_info,
+    backend_names,
+    get_backend,
+    register,
+)
 from ephw.backends.settle import DEFAULT_STEPS, DEFAULT_TOL, settle
 
 register(Euler)
@@ -30,6 +39,8 @@ __all__ = [
     "DEFAULT_TOL",
     "Async",
     "Backend",
+    "BackendInfo",
+    "ENTRY_POINT_GROUP",
     "Crossbar",
     "Euler",
     "IterativeBackend",
@@ -37,6 +48,7 @@ __all__ = [
     "LavaFixed",
     "SOR",
     "SettleResult",
+    "backend_info",
     "backend_names",
     "get_backend",
     "register",

@@ -344,12 +344,18 @@ def _rows(mask: Tensor, like: Tensor) -> Tensor:
 
 
 def check_settle_args(
-    net: EnergyModel, x: Tensor, steps: int, tol: float | None, beta: float, target: Tensor | None
+    net: EnergyModel,
+    x: Tensor,
+    steps: int,
+    tol: float | None,
+    beta: float,
+    target: Tensor | None,
+    backend: str | None = None,
 ) -> None:
-    """Validate the arguments common to every backend (raises :class:`InputError`)."""
+    """Validate the arguments common to every backend (raises :class:`InputError`; ``backend`` names it in messages)."""
     net.check_input(x)
     if x.shape[0] == 0:  # every backend's state shapes are (B, ...): nothing to settle, and torch would fail
-        raise InputError("an empty batch (0 images): nothing to settle")
+        raise InputError(f"{backend + ': ' if backend else ''}an empty batch (0 images): nothing to settle")
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
     if tol is not None and not tol > 0:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ephw.backends.chip import ProgrammedChip
 from ephw.backends.euler import Euler
 from ephw.crossbar import CrossbarArray, CrossbarParams, load_params
 from ephw.errors import BackendError
@@ -132,10 +133,8 @@ class Crossbar(Euler):
         reprogram_every: int = 1,
     ) -> None:
         super().__init__(dt)
-        if reprogram_every < 1:
-            raise BackendError(f"crossbar: reprogram_every must be >= 1, got {reprogram_every}")
-        self.reprogram_every = int(reprogram_every)
-        self._updates = 0
+        self.chip = ProgrammedChip(lambda net: CrossbarSynapses(net, self.params), reprogram_every, "crossbar")
+        self.reprogram_every = self.chip.reprogram_every
         self.params = params if params is not None else load_params(preset, file, list(overrides))
         if self.params.adc_forward.calibrated or self.params.adc_transposed.calibrated:
             raise BackendError(
@@ -145,19 +144,6 @@ class Crossbar(Euler):
         if self.params.read_noise.enabled:
             # reads are stochastic: also stop a sample once its residual is stationary
             self.plateau_window = 20
-        self._chip: tuple[int, tuple[int, ...], CrossbarSynapses] | None = None
 
     def synapses(self, net: EnergyModel) -> CrossbarSynapses:
-        # torch bumps a tensor's _version on every in-place update (optimizer steps)
-        version = tuple(p._version for p in net.parameters())
-        with torch.no_grad():
-            if self._chip is None or self._chip[0] != id(net):
-                self._chip = (id(net), version, CrossbarSynapses(net, self.params))
-                self._updates = 0
-            elif self._chip[1] != version:
-                self._updates += 1
-                if self._updates >= self.reprogram_every:
-                    self._chip[2].reprogram()
-                    self._updates = 0
-                self._chip = (id(net), version, self._chip[2])
-        return self._chip[2]
+        return self.chip.synapses(net)

@@ -45,5 +45,5 @@ def settle(
         A :class:`SettleResult` (states, steps, per-sample convergence, traces).
     """
     impl = get_backend(backend, **options)
-    check_settle_args(net, x, steps, tol, beta, target)
+    check_settle_args(net, x, steps, tol, beta, target, getattr(impl, "name", None))
     return impl.settle(net, x, steps=steps, tol=tol, beta=beta, target=target, init=init)

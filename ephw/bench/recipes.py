@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ephw.bench.timing import time_rounds
+from ephw.timing import time_rounds
 from ephw.checkpoint import read_meta
 from ephw.data import load_dataset, random_crop_flip
 from ephw.errors import InputError

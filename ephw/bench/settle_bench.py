@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from ephw.backends import Async, Euler, IterativeBackend, get_backend, settle
-from ephw.bench.timing import time_interleaved
-from ephw.checkpoint import load_checkpoint, load_model
+from ephw.timing import time_interleaved
+from ephw.checkpoint import load_checkpoint
+from ephw.loading import load_model
 from ephw.compare import sample_differences
 from ephw.data import dataset_stats, load_dataset
 from ephw.errors import DataError, InputError

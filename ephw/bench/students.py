@@ -6,7 +6,9 @@ apart between seeds. Here every student's forward pass and every teacher's settl
 distinct teacher once: checkpoint, backend and its options, settle budget) are timed in the
 same rounds on the same test batch, so all ratios share the machine's state. A student's ratio
 is the median teacher time over its median forward time; the range of the per-round ratios
-says how much the noise moved it.
+says how much the noise moved it. A student of a feed-forward teacher (the BP-CNN control,
+:mod:`ephw.distill.feedforward_teacher`) has no settle to be timed against: its row records the
+model file with ``speedup`` ``None``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any
 
 import torch
 
-from ephw.bench.timing import time_rounds
 from ephw.checkpoint import file_sha256, load_checkpoint, read_meta
 from ephw.data import load_dataset
+from ephw.distill.feedforward_teacher import FEEDFORWARD_BACKEND
 from ephw.distill.teacher import Teacher, recorded_teacher_path
 from ephw.errors import InputError
 from ephw.feedforward import load_feedforward
+from ephw.timing import time_rounds
 
 #: The file of the run folder that holds the one-run timing (``ephw reproduce``'s ``timing`` stage).
 SPEEDUP_FILE = "speedup.json"
@@ -64,7 +67,8 @@ def bench_students(
         ``batch``, ``repeats``, ``threads``, ``device`` and ``students``: per student folder name its
         model's sha256, teacher checkpoint and backend, teacher steps (mean over the batch),
         seconds per image of each (median over rounds), ``speedup`` (their ratio) and
-        ``speedup_rounds`` (min, max of the per-round ratios).
+        ``speedup_rounds`` (min, max of the per-round ratios); a feed-forward teacher's student:
+        its sha256, teacher and ``teacher_backend`` only, ``speedup`` ``None`` (nothing settles).
     """
     if batch < 1 or repeats < 1:
         raise InputError(f"batch and repeats must be >= 1, got {batch} and {repeats}")
@@ -74,12 +78,21 @@ def bench_students(
     teachers: dict[str, Teacher] = {}
     images: dict[tuple[str, str | None], torch.Tensor] = {}
     entries: list[dict[str, Any]] = []
+    untimed: dict[str, dict[str, Any]] = {}  # students of a feed-forward teacher: nothing to time
     for path in paths:
         student, meta = load_feedforward(path, device=device)
         settings = meta.get("settings") or {}
         if "teacher_backend" not in settings:
             raise InputError(f"{path}: not a distilled student (its meta has no teacher settings)")
         teacher_path = recorded_teacher_path(settings.get("teacher"), run_dir)
+        if settings["teacher_backend"] == FEEDFORWARD_BACKEND:
+            untimed[path.parent.name] = {
+                "model_sha256": file_sha256(path),
+                "teacher_path": str(teacher_path),
+                "teacher_backend": FEEDFORWARD_BACKEND,
+                "speedup": None,
+            }
+            continue
         key = _teacher_key(settings, teacher_path)
         if key not in teachers:
             net = load_checkpoint(teacher_path).model(torch.float32, device)
@@ -106,7 +119,7 @@ def bench_students(
     for key, x in teacher_x.items():
         fns[f"teacher {key}"] = lambda key=key, x=x: teachers[key].settle(x)
     with torch.no_grad():
-        rounds = time_rounds(fns, repeats=repeats, device=torch.device(device))
+        rounds = time_rounds(fns, repeats=repeats, device=torch.device(device)) if fns else {}
         steps = {key: float(teachers[key].settle(x).steps_per_sample.float().mean()) for key, x in teacher_x.items()}
 
     out: dict[str, Any] = {}
@@ -125,9 +138,11 @@ def bench_students(
             "speedup": statistics.median(t) / statistics.median(s),
             "speedup_rounds": [min(per_round), max(per_round)],
         }
-    first = next(iter(images.values()))
+    out.update(untimed)
+    out = {p.parent.name: out[p.parent.name] for p in paths}  # the students' order
+    first = next(iter(images.values()), None)
     return {
-        "batch": int(first.shape[0]),
+        "batch": None if first is None else int(first.shape[0]),
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "device": device,

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ephw.backends.base import max_abs_change
 from ephw.bench.settle_bench import bench_context, model_and_images, plain_layout
-from ephw.bench.timing import time_interleaved
+from ephw.timing import time_interleaved
 from ephw.model import EnergyModel, States
 from ephw.training import ep_gradient, ep_step
 

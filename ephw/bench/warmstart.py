@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ephw.backends import get_backend, settle
-from ephw.bench.timing import time_interleaved
+from ephw.timing import time_interleaved
 from ephw.checkpoint import BUNDLED_DIR, load_checkpoint
 from ephw.compare import layer_differences, mean_abs_difference, sample_differences
 from ephw.data import load_dataset

@@ -218,6 +218,10 @@ def add_students_parser(kinds: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench_students)
 
 
+#: ``ephw bench students`` columns a student of a feed-forward teacher has no value in (nothing settles).
+_TIMED_COLUMNS = ("teacher_steps", "student_us_per_image", "teacher_us_per_image", "speedup", "rounds_min_max")
+
+
 def run_bench_students(args: argparse.Namespace) -> int:
     check_counts(args, "batch", "repeats")
     r = bench_students(
@@ -239,6 +243,8 @@ def run_bench_students(args: argparse.Namespace) -> int:
             "speedup": f"{row['speedup']:.1f}",
             "rounds_min_max": "{:.1f}-{:.1f}".format(*row["speedup_rounds"]),
         }
+        if row["speedup"] is not None
+        else {"student": name, "teacher_backend": row["teacher_backend"], **dict.fromkeys(_TIMED_COLUMNS, "–")}
         for name, row in r["students"].items()
     ]
     print_table(rows, list(rows[0]))

@@ -1,4 +1,4 @@
-"""``ephw distill``: train a feed-forward student on an EP-CNN's fixed points."""
+"""``ephw distill``: train a feed-forward student on an EP-CNN's fixed points (control: on a BP-CNN's activations)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "distill",
         help="train a feed-forward student on an EP-CNN's fixed points (attractor distillation, Eq. 8/9)",
     )
-    p.add_argument("--teacher", default=None, help=f"EP checkpoint (default: bundled {BUNDLED_MODEL.name})")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help=f"EP checkpoint (default: bundled {BUNDLED_MODEL.name}), or a BP-CNN's (EP topology, feed-forward: "
+        "the control teacher, picked by the file's format; no --teacher-backend)",
+    )
     p.add_argument(
         "--student",
         default=_DEF.student,
@@ -135,6 +140,9 @@ def run_distill(args: argparse.Namespace) -> int:
         f"test accuracy {m['test_accuracy']:.4f} (teacher {m['teacher_test_accuracy']:.4f}), "
         f"agreement {m['agreement']:.4f}, layer MSE [{mse}], output CE {m['output_ce']:.4f}"
     )
+    if t is None:  # a feed-forward teacher: nothing settles
+        print("inference: the teacher is a forward pass of the same kind of network (no settle to compare with)")
+        return 0
     print(
         f"inference per image: student {t['student_seconds_per_image'] * 1e6:.2f} us, teacher settle "
         f"{t['teacher_seconds_per_image'] * 1e6:.1f} us ({t['teacher_steps_mean']:.1f} steps): {t['speedup']:.1f}x"

@@ -7,7 +7,7 @@ from typing import Any
 
 from ephw.data import ImageSet
 from ephw.errors import InputError
-from ephw.lava.report import euler_cpu_seconds, format_loihi_report, loihi_report, student_cpu_cost
+from ephw.bench.loihi_report import euler_cpu_seconds, format_loihi_report, loihi_report, student_cpu_cost
 from ephw.model import EnergyModel
 
 LAVA_BACKENDS = ("lava", "lava-fixed")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import signal
 import sys
 
 from ephw import __version__, distributed
-from ephw.cli import bench, distill, models, reproduce, robustness, settle, sweep, train
+from ephw.cli import backends, bench, distill, models, reproduce, robustness, settle, sweep, train
 from ephw.device import resolve_device
 from ephw.errors import EphwError
 from ephw.signals import Terminated, install
@@ -27,12 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_parsers(sub)
     robustness.add_parsers(sub)
     models.add_parsers(sub)
+    backends.add_parsers(sub)
     reproduce.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if distributed.env_rank() > 0:  # under torchrun rank 0 alone reports a bad command line (every rank has it)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            args = build_parser().parse_args(argv)
+    else:
+        args = build_parser().parse_args(argv)
+    args.runner = main  # a command that runs other ephw commands (reproduce) runs them in this process
     previous = signal.getsignal(signal.SIGTERM)
     install()  # SIGTERM: the same clean shutdown as Ctrl-C
     finished = False
@@ -44,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         finished = code == 0
         return code
     except EphwError as exc:
-        print(f"ephw: error: {exc}", file=sys.stderr)
+        if not distributed.quiet_error(exc):
+            print(f"ephw: error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
         print("ephw: terminated (SIGTERM)", file=sys.stderr)

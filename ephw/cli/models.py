@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ephw.cli.common import print_table
-from ephw.pretrained.catalog import describe_models
+from ephw.pretrained import catalog
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    rows = describe_models()
+    skipped: list[str] = []
+    rows = catalog.describe_models(skipped)
+    if skipped:  # one line for all of them: the listing itself is still right
+        where = catalog.PRETRAINED_DIR
+        print(f"ephw: warning: skipped unreadable files in {where}: {'; '.join(skipped)}", file=sys.stderr)
     if args.json:
         for row in rows:
             print(json.dumps(row))

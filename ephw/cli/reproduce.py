@@ -88,6 +88,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         parts=args.part,
         only_steps=args.step,
         first=args.first,
+        runner=args.runner,
     )
     if args.list:
         for step in pipe.steps:

@@ -11,18 +11,15 @@ the same chip on the same kind of device (CPU and CUDA generators differ).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+
+from ephw.seeds import derive_seed
+
+__all__ = ["derive_seed", "generator", "PROGRAMMING_STREAMS", "VARIABILITY", "PROGRAMMING", "STUCK", "DRIFT", "READ"]
 
 #: Stream identifiers (fixed: changing them changes every chip).
 VARIABILITY, PROGRAMMING, STUCK, DRIFT, READ = 1, 2, 3, 4, 5
 PROGRAMMING_STREAMS = (VARIABILITY, PROGRAMMING, STUCK, DRIFT)
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from a tuple of non-negative integers."""
-    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return int((int(words[0]) << 31) ^ int(words[1])) & (2**63 - 1)
 
 
 def generator(seed: int, device: torch.device) -> torch.Generator:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ephw import distributed
-from ephw.bench.timing import time_interleaved
+from ephw.timing import time_interleaved
 from ephw.data import ImageSet
 from ephw.distill.teacher import Teacher, TeacherTargets
 
@@ -21,7 +21,7 @@ def evaluate_student(
 
     Args:
         student: a feed-forward model; its states are compared when it has ``states(x)``
-            (EP-topology CNN), otherwise ``layer_mse`` is ``None``.
+            (EP-topology CNN) and the teacher has hidden states, otherwise ``layer_mse`` is ``None``.
         data: the images (labels for the accuracy).
         teacher: the teacher's targets of the same images (:meth:`Teacher.dataset_targets`).
 
@@ -33,7 +33,7 @@ def evaluate_student(
     student.eval()
     param = next(student.parameters())
     device = param.device
-    has_states = hasattr(student, "states")
+    has_states = hasattr(student, "states") and bool(teacher.hidden)  # a relu-bn teacher has no states to match
     preds, ce_sum = [torch.zeros(0, dtype=torch.int64)], 0.0
     sq = [0.0] * len(teacher.hidden)
     part = distributed.shard(len(data))  # under torchrun: this rank's images, reduced below

@@ -3,7 +3,9 @@
 :class:`Teacher` settles an :class:`~ephw.model.EnergyModel` from the null state on a backend
 (``ephw.backends.get_backend(name, **options)``, so every registered backend -- digital,
 crossbar, Lava -- can teach) and turns the fixed point into the targets of Eq. 8/9
-(:class:`TeacherTargets`).
+(:class:`TeacherTargets`). :class:`TargetSource` is what every teacher shares: the targets of a
+whole dataset, cached per teacher and images (the feed-forward control teacher,
+:mod:`ephw.distill.feedforward_teacher`, is one too).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ephw import distributed
@@ -26,7 +28,7 @@ from ephw.checkpoint import BUNDLED_MODEL
 from ephw.data import ImageSet
 from ephw.data.cache import cache_dir
 from ephw.errors import ConfigError
-from ephw.model import EnergyModel
+from ephw.model import EnergyModel, ModelConfig
 from ephw.outputs import atomic_write
 
 
@@ -113,17 +115,31 @@ class TeacherTargets:
         )
 
 
+def output_distribution(output: str, logits: Tensor, output_state: Tensor | None = None) -> Tensor:
+    """A teacher's output as a class distribution ``(B, classes)`` (:attr:`TeacherTargets.output`).
+
+    Args:
+        output: the model's output mode (``ModelConfig.output``): ``softmax`` or ``mse``.
+        logits: the readout logits ``(B, classes)`` (``softmax``: their softmax is the distribution).
+        output_state: the output layer's state ``y (B, classes)`` (``mse``: ``y`` clamped at 0 and
+            normalised to sum 1, uniform where ``y = 0``).
+    """
+    if output == "mse":
+        y = output_state.clamp(min=0.0)
+        total = y.sum(1, keepdim=True)
+        uniform = torch.full_like(y, 1.0 / y.shape[1])
+        return torch.where(total > 0, y / total.clamp_min(1e-30), uniform)
+    return torch.softmax(logits, 1)
+
+
 def targets_from_result(net: EnergyModel, res: SettleResult) -> TeacherTargets:
     """The :class:`TeacherTargets` of a settle of ``net``."""
     states = [s.detach().contiguous() for s in res.states]
     if net.config.output == "mse":
-        y = states[-1].clamp(min=0.0)
-        total = y.sum(1, keepdim=True)
-        uniform = torch.full_like(y, 1.0 / y.shape[1])
-        output = torch.where(total > 0, y / total.clamp_min(1e-30), uniform)
+        output = output_distribution("mse", res.logits, states[-1])
         hidden = states[:-1]
     else:
-        output = torch.softmax(res.logits.detach(), 1)
+        output = output_distribution("softmax", res.logits.detach())
         hidden = states
     return TeacherTargets(hidden, output, res.predictions.detach(), res.steps_per_sample, res.converged)
 
@@ -144,51 +160,42 @@ def describe_backend(impl: Backend) -> dict[str, Any]:
     return out
 
 
-class Teacher:
-    """An EP-CNN and the backend that settles it.
+class TargetSource:
+    """What a student learns from: the :class:`TeacherTargets` of images, one batch or a whole dataset.
 
-    Args:
-        net: the trained energy model (eval mode).
-        backend: a registered backend name.
-        options: the backend's constructor options (e.g. ``{"preset": "pcm"}`` for ``crossbar``).
-        steps, tol: the settle budget and tolerance (``ephw.settle``).
-
-    One backend instance serves every call, so a hardware backend programs its chip once and
-    keeps it (the same chip teaches every batch, as a physical teacher would).
+    Subclasses set :attr:`kind` and ``net`` (the teacher module, whose weights key the cache)
+    and define :meth:`targets` and :meth:`describe` (JSON-able: the checkpoint meta's record of
+    how the targets are made, which also keys the cache).
     """
 
-    def __init__(
-        self, net: EnergyModel, backend: str, options: dict[str, Any] | None = None, steps: int = 500, tol: float = 1e-6
-    ) -> None:
-        if steps < 1:
-            raise ConfigError(f"teacher steps must be >= 1, got {steps}")
-        self.net = net
-        self.backend_name = backend
-        self.options = dict(options or {})
-        self.impl = distributed.rank_backend(get_backend(backend, **self.options))  # same chip, own read noise
-        self.steps = int(steps)
-        self.tol = tol
+    #: ``ep``: fixed points of an energy model; ``feedforward``: a feed-forward network's activations.
+    kind: ClassVar[str] = ""
+    net: nn.Module
+
+    @property
+    def config(self) -> ModelConfig:
+        """The teacher's EP topology (what an EP-topology student is built from)."""
+        raise NotImplementedError
 
     @property
     def n_hidden(self) -> int:
         """Number of hidden state layers (the MSE terms of Eq. 8)."""
-        return self.net.n_states - (self.net.config.output == "mse")
-
-    def settle(self, x: Tensor, init: list[Tensor] | None = None) -> SettleResult:
-        """Settle images ``x (B, C, H, W)`` in ``[0, 1]`` (from the null state unless ``init``)."""
-        param = next(self.net.parameters())
-        return settle(self.net, x.to(param.device, param.dtype), self.impl, self.steps, self.tol, init=init)
+        raise NotImplementedError
 
     def targets(self, x: Tensor) -> TeacherTargets:
         """The targets of a batch of images ``x (B, C, H, W)`` in ``[0, 1]``."""
-        return targets_from_result(self.net, self.settle(x))
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """How the targets are made (checkpoint meta; part of the cache key)."""
+        raise NotImplementedError
 
     def dataset_targets(self, data: ImageSet, batch_size: int = 256, reuse: bool = False) -> TeacherTargets:
-        """The targets of every image of ``data``, settled in batches of ``batch_size`` (kept on the CPU).
+        """The targets of every image of ``data``, computed in batches of ``batch_size`` (kept on the CPU).
 
         With ``reuse``, the targets are stored in the ephw cache (``$EPHW_CACHE/teachers/``), keyed
-        by the teacher's weights, backend, options and settle budget and by the images, so every
-        student distilled from the same teacher on the same images settles them only once.
+        by the teacher's weights, :meth:`describe` (backend, options, settle budget) and the images,
+        so every student distilled from the same teacher on the same images computes them only once.
         """
         # under torchrun: rank 0's cache key (ranks differ in read seeds), each rank settles its
         # shard, gathered once; rank 0 writes the entry
@@ -221,7 +228,7 @@ class Teacher:
         return out
 
     def fingerprint(self, data: ImageSet) -> str:
-        """sha256 (hex, 32 chars) of the teacher's weights, settle setup and ``data``'s images and labels."""
+        """sha256 (hex, 32 chars) of the teacher's weights, :meth:`describe` and ``data``'s images and labels."""
         h = hashlib.sha256()
         for name, t in self.net.state_dict().items():
             h.update(name.encode())
@@ -230,6 +237,53 @@ class Teacher:
         h.update(data.images.contiguous().numpy().tobytes())
         h.update(data.labels.numpy().tobytes())
         return h.hexdigest()[:32]
+
+
+class Teacher(TargetSource):
+    """An EP-CNN and the backend that settles it.
+
+    Args:
+        net: the trained energy model (eval mode).
+        backend: a registered backend name.
+        options: the backend's constructor options (e.g. ``{"preset": "pcm"}`` for ``crossbar``).
+        steps, tol: the settle budget and tolerance (``ephw.settle``).
+
+    One backend instance serves every call, so a hardware backend programs its chip once and
+    keeps it (the same chip teaches every batch, as a physical teacher would).
+    """
+
+    kind: ClassVar[str] = "ep"
+
+    def __init__(
+        self, net: EnergyModel, backend: str, options: dict[str, Any] | None = None, steps: int = 500, tol: float = 1e-6
+    ) -> None:
+        if steps < 1:
+            raise ConfigError(f"teacher steps must be >= 1, got {steps}")
+        self.net = net
+        self.backend_name = backend
+        self.options = dict(options or {})
+        self.impl = distributed.rank_backend(get_backend(backend, **self.options))  # same chip, own read noise
+        self.steps = int(steps)
+        self.tol = tol
+
+    @property
+    def config(self) -> ModelConfig:
+        """The energy model's configuration."""
+        return self.net.config
+
+    @property
+    def n_hidden(self) -> int:
+        """Number of hidden state layers (the MSE terms of Eq. 8)."""
+        return self.net.n_states - (self.net.config.output == "mse")
+
+    def settle(self, x: Tensor, init: list[Tensor] | None = None) -> SettleResult:
+        """Settle images ``x (B, C, H, W)`` in ``[0, 1]`` (from the null state unless ``init``)."""
+        param = next(self.net.parameters())
+        return settle(self.net, x.to(param.device, param.dtype), self.impl, self.steps, self.tol, init=init)
+
+    def targets(self, x: Tensor) -> TeacherTargets:
+        """The targets of a batch of images ``x (B, C, H, W)`` in ``[0, 1]``."""
+        return targets_from_result(self.net, self.settle(x))
 
     def describe(self) -> dict[str, Any]:
         """The backend, its options and resolved parameters, and the settle budget (for checkpoint meta)."""

@@ -10,6 +10,10 @@ Students (:data:`STUDENT_KINDS`):
 The teacher settles every (augmented) training batch on its backend as it comes, or, with
 ``cache_teacher``, the un-augmented training set once. Everything else (seeded batches,
 per-layer learning rates, resumable checkpoints) is the shared feed-forward loop.
+
+A feed-forward ``teacher`` file (a BP-CNN of the EP topology) is the control teacher
+(:class:`~ephw.distill.feedforward_teacher.FeedForwardTeacher`): the same students, distilled
+from its activations and outputs instead of a fixed point; it is picked by the file's format.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint
 from ephw.data import load_dataset
 from ephw.distill.losses import distill_loss, layer_weights
 from ephw.distill.metrics import evaluate_student, time_student_vs_teacher
-from ephw.distill.teacher import Teacher
+from ephw.distill.feedforward_teacher import FEEDFORWARD_BACKEND, FeedForwardTeacher, is_feedforward_checkpoint
+from ephw.distill.teacher import TargetSource, Teacher
 from ephw.errors import ConfigError
-from ephw.feedforward import CNNSpec, EPTopologyCNN, ResNet18, ResNetSpec, save_feedforward
+from ephw.feedforward import CNNSpec, EPTopologyCNN, ResNet18, ResNetSpec, read_feedforward_checkpoint, save_feedforward
 from ephw.model import EnergyModel
 from ephw.training.feedforward_loop import SGDSettings, fit, resolve_augment, write_metrics_json
 from ephw.training.loop import check_loop_settings
@@ -44,11 +49,14 @@ class DistillSettings(SGDSettings):
     """A distillation run: :class:`SGDSettings` plus teacher and student.
 
     Attributes:
-        teacher: EP checkpoint (``None``: the bundled digits model).
+        teacher: EP checkpoint (``None``: the bundled digits model), or a feed-forward EP-topology
+            CNN's (a BP-CNN: the control teacher, :mod:`ephw.distill.feedforward_teacher`).
         data: dataset (``None``: the teacher's, from its meta).
         student: a key of :data:`STUDENT_KINDS`.
         teacher_backend, teacher_backend_options: how the teacher settles (any registered
-            backend and its constructor options, e.g. ``{"preset": "pcm"}`` for ``crossbar``).
+            backend and its constructor options, e.g. ``{"preset": "pcm"}`` for ``crossbar``); a
+            feed-forward teacher does not settle: its runs record ``teacher_backend`` as
+            :data:`~ephw.distill.feedforward_teacher.FEEDFORWARD_BACKEND`.
         teacher_steps, teacher_tol: settle budget and residual tolerance of the teacher.
         cache_teacher: settle the un-augmented training set once and reuse its fixed points
             (turns augmentation off; memory: one float per state unit per training image).
@@ -83,13 +91,19 @@ class DistillSettings(SGDSettings):
     out: str = "runs/distill"
 
 
-def build_student(s: DistillSettings, net: EnergyModel) -> nn.Module:
-    """The untrained student of ``s`` for teacher ``net`` (weights seeded by ``s.seed``)."""
-    cfg = net.config
+def build_student(s: DistillSettings, net: EnergyModel | EPTopologyCNN) -> nn.Module:
+    """The untrained student of ``s`` for teacher ``net`` (weights seeded by ``s.seed``).
+
+    ``net``: an EP-CNN, or the feed-forward EP-topology CNN of a control teacher; either way the
+    student has its topology (``cnn``, ``cnn-ll``) or its input shape and normalisation (``resnet18``).
+    """
+    cfg = net.spec.config if isinstance(net, EPTopologyCNN) else net.config
     torch.manual_seed(s.seed)
     if s.student in ("cnn", "cnn-ll"):
         student = EPTopologyCNN(CNNSpec(cfg, "hard-sigmoid"))
         if s.init == "teacher":
+            if isinstance(net, EPTopologyCNN) and net.spec.activation != "hard-sigmoid":
+                raise ConfigError(f"--init teacher needs a hard-sigmoid teacher, not {net.spec.activation}")
             student.load_teacher_weights(net)
         return student
     if s.init != "random":
@@ -100,8 +114,20 @@ def build_student(s: DistillSettings, net: EnergyModel) -> nn.Module:
     return ResNet18(spec)
 
 
-def resolve_settings(s: DistillSettings, teacher_meta: dict[str, Any]) -> DistillSettings:
-    """``s`` with the teacher path, dataset and augmentation made explicit (what the checkpoints store)."""
+def resolve_settings(s: DistillSettings, teacher_meta: dict[str, Any], feedforward: bool = False) -> DistillSettings:
+    """``s`` with the teacher path, dataset and augmentation made explicit (what the checkpoints store).
+
+    ``feedforward``: the teacher is a feed-forward network, which does not settle: a backend other
+    than the default is refused (:class:`ConfigError`, one line) and the run records
+    :data:`FEEDFORWARD_BACKEND` as its ``teacher_backend``.
+    """
+    if feedforward:
+        if s.teacher_backend not in (DistillSettings.teacher_backend, FEEDFORWARD_BACKEND) or s.teacher_backend_options:
+            raise ConfigError(
+                f"--teacher-backend {s.teacher_backend} does not apply: the teacher {s.teacher} is a feed-forward "
+                "network (a forward pass, nothing settles)"
+            )
+        s = dataclasses.replace(s, teacher_backend=FEEDFORWARD_BACKEND)
     if s.student not in STUDENT_KINDS:
         raise ConfigError(f"unknown student {s.student!r}; valid: {', '.join(STUDENT_KINDS)}")
     if s.init not in STUDENT_INITS:
@@ -135,20 +161,34 @@ def distill(s: DistillSettings) -> dict[str, Any]:
         return _distill(s)
 
 
+def load_teacher(s: DistillSettings) -> tuple[DistillSettings, TargetSource, dict[str, Any]]:
+    """``s`` resolved (:func:`resolve_settings`), the teacher of ``s.teacher`` and its checkpoint meta.
+
+    An EP checkpoint gives a :class:`Teacher` settling on ``s.teacher_backend``; a feed-forward
+    one (by its file format) a :class:`FeedForwardTeacher` (Eq. 8 for a ``cnn`` student).
+    """
+    path = s.teacher or BUNDLED_MODEL
+    feedforward = is_feedforward_checkpoint(path)
+    ckpt = read_feedforward_checkpoint(path) if feedforward else load_checkpoint(path)
+    s = resolve_settings(s, ckpt.meta, feedforward)
+    net = ckpt.model(torch.get_default_dtype(), torch.device(s.device))
+    if feedforward:
+        return s, FeedForwardTeacher(net, eq8=s.student == "cnn"), ckpt.meta
+    return s, Teacher(net, s.teacher_backend, s.teacher_backend_options, s.teacher_steps, s.teacher_tol), ckpt.meta
+
+
 def _distill(s: DistillSettings) -> dict[str, Any]:
-    ckpt = load_checkpoint(s.teacher or BUNDLED_MODEL)
-    s = resolve_settings(s, ckpt.meta)
+    s, teacher, teacher_meta = load_teacher(s)
     device = torch.device(s.device)
-    net = ckpt.model(torch.get_default_dtype(), device)
+    net = teacher.net
     train = load_dataset(s.data, "train", s.data_root)
     if s.train_n is not None:
         train = train.subset(s.train_n)
     test = load_dataset(s.data, "test", s.data_root)
     if s.test_n is not None:
         test = test.subset(s.test_n)
-    if train.image_shape != tuple(net.config.in_shape):
-        raise ConfigError(f"{s.data} images are {train.image_shape} but the teacher expects {net.config.in_shape}")
-    teacher = Teacher(net, s.teacher_backend, s.teacher_backend_options, s.teacher_steps, s.teacher_tol)
+    if train.image_shape != tuple(teacher.config.in_shape):
+        raise ConfigError(f"{s.data} images are {train.image_shape} but the teacher expects {teacher.config.in_shape}")
     student = build_student(s, net).to(device)
     weights = layer_weights(s.layer_weights, teacher.n_hidden)
     eq8 = s.student == "cnn"
@@ -161,9 +201,10 @@ def _distill(s: DistillSettings) -> dict[str, Any]:
         "loss": "eq8" if eq8 else "eq9",
         "settings": asdict(s),
         "teacher": {
+            "kind": teacher.kind,
             "path": s.teacher,
-            "meta": ckpt.meta,
-            "config": net.config.to_dict(),
+            "meta": teacher_meta,
+            "config": teacher.config.to_dict(),
             **teacher.describe(),
         },
     }
@@ -184,10 +225,13 @@ def _distill(s: DistillSettings) -> dict[str, Any]:
 
     run = fit(student, s, train, batch_loss, evaluate, meta)
     metrics = {"student": s.student, "loss": meta["loss"], "data": s.data, **evaluate(student.eval())}
-    metrics["teacher_steps_mean"] = float(test_targets.steps.float().mean())
-    x, _ = test.batch(slice(0, s.timing_batch))
-    metrics["timing"] = time_student_vs_teacher(student, teacher, x, s.timing_repeats)
-    metrics["teacher"] = {"path": s.teacher, **teacher.describe()}
+    if isinstance(teacher, Teacher):
+        metrics["teacher_steps_mean"] = float(test_targets.steps.float().mean())
+        x, _ = test.batch(slice(0, s.timing_batch))
+        metrics["timing"] = time_student_vs_teacher(student, teacher, x, s.timing_repeats)
+    else:  # a forward pass teaches: no settle to count or to time the student against
+        metrics["teacher_steps_mean"] = metrics["timing"] = None
+    metrics["teacher"] = {"kind": teacher.kind, "path": s.teacher, **teacher.describe()}
     meta["metrics"] = metrics
     if distributed.is_main():
         save_feedforward(run.model, student, meta)
@@ -196,5 +240,6 @@ def _distill(s: DistillSettings) -> dict[str, Any]:
 
 
 def student_run_folder(s: DistillSettings) -> str:
-    """Default ``--out``: ``runs/distill-STUDENT-BACKEND``."""
-    return str(Path("runs") / f"distill-{s.student}-{s.teacher_backend}")
+    """Default ``--out``: ``runs/distill-STUDENT-BACKEND`` (``feedforward`` for a feed-forward teacher's backend)."""
+    feedforward = s.teacher is not None and is_feedforward_checkpoint(s.teacher)
+    return str(Path("runs") / f"distill-{s.student}-{FEEDFORWARD_BACKEND if feedforward else s.teacher_backend}")

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ephw.checkpoint import read_blob, with_weights, write_blob
+from ephw.checkpoint import parse_meta, read_blob, with_weights, write_blob
+from ephw.pretrained.catalog import resolve_model
 from ephw.errors import CheckpointError, ConfigError
 from ephw.feedforward.cnn import CNNSpec, EPTopologyCNN
 from ephw.feedforward.resnet import ResNet18, ResNetSpec
@@ -48,10 +49,11 @@ class FeedForwardCheckpoint:
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] | None = None
+    source: Path | None = None  # the file it was read from (named in errors)
 
     def model(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
         """The model with its weights, in eval mode."""
-        return with_weights(build_feedforward(self.spec), self.state_dict, dtype, device)
+        return with_weights(build_feedforward(self.spec), self.state_dict, dtype, device, self.source)
 
 
 def save_feedforward_checkpoint(path: str | Path, ckpt: FeedForwardCheckpoint) -> Path:
@@ -76,11 +78,10 @@ def read_feedforward_checkpoint(path: str | Path) -> FeedForwardCheckpoint:
     blob = read_blob(path, FORMAT, VERSION, "ephw feed-forward checkpoint")
     try:
         spec = spec_from_dict(json.loads(blob["spec"]))
-        meta = json.loads(blob.get("meta", "{}"))
         state = blob["state_dict"]
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path} is a damaged ephw feed-forward checkpoint: {exc}") from None
-    return FeedForwardCheckpoint(spec, state, meta, blob.get("training"))
+    return FeedForwardCheckpoint(spec, state, parse_meta(blob, path), blob.get("training"), resolve_model(path))
 
 
 def save_feedforward(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
@@ -96,7 +97,4 @@ def load_feedforward(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model (eval mode) and meta of a feed-forward checkpoint."""
     ckpt = read_feedforward_checkpoint(path)
-    try:
-        return ckpt.model(dtype, device), ckpt.meta
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    return ckpt.model(dtype, device), ckpt.meta

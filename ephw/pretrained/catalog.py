@@ -42,14 +42,28 @@ def resolve_model(name_or_path: str | Path) -> Path:
     return path
 
 
-def describe_models() -> list[dict[str, Any]]:
-    """One row per shipped model: name, format, data, architecture and the meta's metrics/command/seed."""
+def describe_models(skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per shipped model: name, format, data, architecture and the meta's metrics/command/seed.
+
+    A ``.pt`` file in the folder that is no readable ephw file (a stray download, a truncated
+    copy, damaged meta) is left out; ``"<file name> (<reason>)"`` is appended to ``skipped``.
+    """
     import torch
 
     rows = []
     for name in model_names():
-        blob = torch.load(PRETRAINED_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
-        meta = json.loads(blob.get("meta", "{}"))
+        path = PRETRAINED_DIR / f"{name}.pt"
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(blob, dict) or not str(blob.get("format", "")).startswith("ephw."):
+                raise ValueError("not an ephw checkpoint")
+            meta = json.loads(blob.get("meta", "{}"))
+            if not isinstance(meta, dict):
+                raise ValueError("its meta is not a JSON object")
+        except Exception as exc:  # whatever torch.load or json raise for a foreign or damaged file
+            if skipped is not None:
+                skipped.append(f"{path.name} ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})")
+            continue
         kind = "ep" if blob.get("format") == "ephw.checkpoint" else "feedforward"
         rows.append(
             {

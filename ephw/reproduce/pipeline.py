@@ -13,19 +13,22 @@ but never the same stage twice.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
 import shlex
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, redirect_stdout
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ephw.checkpoint import file_sha256, read_meta, update_meta
-from ephw.errors import ConfigError
+from ephw.checkpoint import file_sha256, load_checkpoint, read_meta, update_meta
+from ephw.data import load_dataset
+from ephw.errors import ConfigError, EphwError
+from ephw.inference import settle_row
 from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
 from ephw.pretrained.catalog import PRETRAINED_DIR
 from ephw.reproduce.plan import STAGES, Budget, Step, build_plan
@@ -56,9 +59,15 @@ STOPPED_CODES = (128 + signal.SIGTERM, 130)
 
 
 def default_runner(argv: list[str]) -> int:
-    from ephw.cli.main import main
+    """Run ``ephw ARGV`` in a child process (the CLI passes its own in-process ``main`` instead)."""
+    return subprocess.call([sys.executable, "-m", "ephw", *argv])
 
-    return main(argv)
+
+def shipped_settle_row(model: Path, data: str, data_root: str | None, n: int, device: str | None) -> dict[str, Any]:
+    """What ``ephw settle --model MODEL --data DATA --n N --json`` prints, with that command's defaults
+    (:func:`ephw.inference.settle_row`), computed in this process."""
+    net = load_checkpoint(model).model(device=device or "cpu")
+    return settle_row(net, load_dataset(data, "test", data_root).subset(n))
 
 
 def data_sha256(data: str, data_root: str | None) -> str:
@@ -283,12 +292,34 @@ class Pipeline:
     def ensure_stamped(self, step: Step) -> None:
         """Stamp a finished model that lacks the pipeline's provenance (trained by hand with the
         step's command). The stamp rewrites ``model.pt``, so it must happen before any robustness
-        row hashes the file: the robustness stage calls this for every model it takes."""
+        row hashes the file: the robustness stage calls this for every model it takes (``--list``
+        and other read-only uses never do). A model that is not what the step trains is refused
+        (:meth:`check_provenance`)."""
         if "pipeline_step" not in read_meta(self.folder(step) / "model.pt"):
             self._stamp(step, self.command(step))
 
+    def check_provenance(self, step: Step) -> None:
+        """Refuse (:class:`ConfigError`, one line) to vouch for a ``model.pt`` its own meta contradicts.
+
+        The meta a trainer writes must match the step's command: the trainer (``train ep|bp|adv``,
+        ``distill``), the dataset (and ``--data-root``), and every option of the step's command that
+        the trainer records in its settings -- ``--config`` (the architecture), ``--epochs``,
+        ``--seed``, ``--activation``, ``--student``, ``--teacher`` (resolved), ``--teacher-backend``,
+        ``--crossbar-preset`` … A model without recorded settings is refused too: nothing could be
+        checked, and the stamp would state the command and data hash as facts.
+        """
+        path = self.folder(step) / "model.pt"
+        reason = provenance_mismatch(step, read_meta(path), self.run_dir, self.data, self.data_root)
+        if reason is not None:
+            raise ConfigError(
+                f"refusing to stamp {path} as step {step.name}: {reason}; move it away (the step then trains it) "
+                f"or train it with the step's command (ephw reproduce {self.data} --list)"
+            )
+
     def _stamp(self, step: Step, argv: list[str]) -> None:
-        """Add the exact command, seed, model family and data hash to the finished model's meta."""
+        """Add the exact command, seed, model family and data hash to the finished model's meta,
+        once :meth:`check_provenance` found the model to be what the step trains."""
+        self.check_provenance(step)
         update_meta(
             self.folder(step) / "model.pt",
             {
@@ -334,20 +365,14 @@ class Pipeline:
                 return kept
         root = ["--data-root", self.data_root] if self.data_root else []
         tail = ["--data", self.data, *root, "--n", str(SHIPPED_CHECK_N)]
-        buffer = io.StringIO()
-        with redirect_stdout(buffer):
-            code = self.runner(["settle", "--model", str(model), *tail, "--json"])
-        rows = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-        if code != 0 or not rows:
-            log(f"[{step.stage}] {step.name}: the shipped-model check failed (exit {code}); rerun to retry")
+        try:
+            row = shipped_settle_row(model, self.data, self.data_root, SHIPPED_CHECK_N, self.device)
+        except EphwError as exc:
+            log(f"[{step.stage}] {step.name}: the shipped-model check failed ({exc}); rerun to retry")
             return None
-        kept = {
-            "command": shlex.join(["ephw", "settle", "--model", step.ship_as, *tail]),
-            "model_sha256": sha,
-            "row": rows[-1],
-        }
+        kept = {"command": shlex.join(["ephw", "settle", "--model", step.ship_as, *tail]), "model_sha256": sha, "row": row}
         atomic_write(record, json.dumps(kept, indent=1, sort_keys=True) + "\n")
-        log(f"[{step.stage}] {step.name}: {kept['command']} -> accuracy {rows[-1].get('accuracy')}")
+        log(f"[{step.stage}] {step.name}: {kept['command']} -> accuracy {row.get('accuracy')}")
         return kept
 
     def lock(self, stages: Sequence[str] = STAGES) -> ExitStack:
@@ -381,3 +406,90 @@ class Pipeline:
 def print_status(statuses: list[StepStatus], file: Any = sys.stdout) -> None:
     for s in statuses:
         print(f"{s.step.stage:10s} {s.step.name:24s} {s.status}", file=file)
+
+
+#: Step options whose value is no setting to compare (where the run writes, where it runs).
+_UNCHECKED = frozenset({"out", "device", "resume", "progress", "no_progress"})
+
+
+def step_options(argv: Sequence[str]) -> dict[str, str | bool]:
+    """``--name value`` / ``--flag`` pairs of an ephw command line as ``{name_with_underscores: value}``
+    (a flag without a value is ``True``)."""
+    out: dict[str, str | bool] = {}
+    items = list(argv)
+    i = next((k for k, a in enumerate(items) if a.startswith("--")), len(items))
+    while i < len(items):
+        name = items[i][2:].replace("-", "_")
+        if i + 1 < len(items) and not items[i + 1].startswith("--"):
+            out[name], i = items[i + 1], i + 2
+        else:
+            out[name], i = True, i + 1
+    return out
+
+
+def _same_value(given: str | bool, recorded: Any) -> bool:
+    """Whether a command-line value ``given`` is what a trainer recorded as ``recorded``."""
+    if given is True or isinstance(recorded, bool):
+        return recorded is True if given is True else str(given).lower() == str(recorded).lower()
+    if isinstance(recorded, (list, tuple)):
+        parts = [p for p in str(given).split(",") if p]
+        return len(parts) == len(recorded) and all(_same_value(p, r) for p, r in zip(parts, recorded))
+    if isinstance(recorded, (int, float)):
+        try:
+            return math.isclose(float(given), float(recorded), rel_tol=1e-9, abs_tol=0.0)
+        except ValueError:
+            return False
+    return recorded is not None and str(recorded) == str(given)
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+
+
+def provenance_mismatch(
+    step: Step, meta: dict[str, Any], run_dir: Path, data: str, data_root: str | None
+) -> str | None:
+    """Why ``meta`` (a ``model.pt``'s) is not the model ``step`` trains, or ``None`` when every recorded fact fits.
+
+    See :meth:`Pipeline.check_provenance`.
+    """
+    trainer = "distill" if step.argv[0] == "distill" else step.argv[1]
+    if meta.get("trainer") != trainer:
+        made = meta.get("trainer")
+        return f"it was made by {made!r}, the step runs {trainer!r}" if made else "its meta names no trainer"
+    if meta.get("data") != data:
+        return f"it was trained on {meta.get('data')!r}, the step trains on {data!r}"
+    settings = meta.get("settings")
+    if not isinstance(settings, dict):
+        return "its meta records no training settings, so nothing could be checked"
+    if not _same_path(settings.get("data_root"), data_root):
+        return f"it read its data from {settings.get('data_root')!r}, the step from {data_root!r}"
+    for name, given in step_options(step.argv).items():
+        if name in _UNCHECKED or name in ("data", "data_root"):
+            continue
+        if name == "teacher":
+            want = run_dir / str(given)[1:] / "model.pt" if str(given).startswith("@") else Path(str(given))
+            if not _same_path(settings.get("teacher"), want):
+                return f"its teacher was {settings.get('teacher')!r}, the step's is {str(want)!r}"
+            continue
+        recorded, found = _recorded(settings, name)
+        if not found:
+            if name in ("epochs", "seed", "config"):  # what every trainer records: its absence is a foreign file
+                return f"its settings record no {name}"
+            continue
+        if not _same_value(given, recorded):
+            return f"its {name} is {recorded!r}, the step's is {given if given is True else str(given)!r}"
+    return None
+
+
+def _recorded(settings: dict[str, Any], name: str) -> tuple[Any, bool]:
+    """``(value, found)`` of option ``name`` in a trainer's settings; ``--crossbar-X`` lives in a backend's options."""
+    if name in settings:
+        return settings[name], True
+    key = name.removeprefix("crossbar_")
+    for field, value in settings.items():
+        if field.endswith("_options") and isinstance(value, dict) and key in value:
+            return value[key], True
+    return None, False

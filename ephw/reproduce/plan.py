@@ -21,6 +21,14 @@ every distilled student against its teacher in one run (``ephw bench students``)
 #: student of the Loihi-2 teacher is compared with (same images, only the teacher differs).
 SUBSET_CONTROL = "Distilled BP-CNN (digital teacher, Loihi-2 subset)"
 
+#: The control of claim 7 (the student's robustness comes from the EBM teacher, not from
+#: distillation as such): per student family of the EP-CNN, the family of the same student
+#: distilled from the BP-CNN of the same topology and activation (student seed k from ``bp-s<k>``).
+BP_TEACHER_CONTROLS: dict[str, str] = {
+    "Distilled BP-CNN": "Distilled BP-CNN (BP teacher)",
+    "Distilled BP-CNN (ll)": "Distilled BP-CNN (ll, BP teacher)",
+}
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -177,25 +185,38 @@ def build_plan(data: str, budget: Budget | str, data_root: str | None = None) ->
     ]
     if b.lava_train_n:  # the lava teacher's control: the digital teacher on the same training subset
         students.insert(-1, ("distilled-subset", SUBSET_CONTROL, ("--student", "cnn")))
+    # claim 7's control: the Eq. 8 and ℓℓ students again, each seed distilled from the BP-CNN of its seed
+    bp_students = [
+        ("distilled-bpteacher", BP_TEACHER_CONTROLS["Distilled BP-CNN"], ("--student", "cnn")),
+        ("distilled-bpteacher-ll", BP_TEACHER_CONTROLS["Distilled BP-CNN (ll)"], ("--student", "cnn-ll")),
+    ]
+
+    def distill_argv(teacher: str, extra: tuple[str, ...], seed: int, subset: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return (
+            "distill",
+            *common,
+            "--teacher",
+            f"@{teacher}",  # the pipeline puts the teacher's model.pt here
+            *extra,
+            "--epochs",
+            str(b.ff_epochs),
+            *b.distill_args,
+            *subset,
+            "--seed",
+            str(seed),
+        )
+
     # seed-major: a call cut short leaves one seed of every student family (the shipped ones) first
     for seed in b.ff_seeds:
         for kind, model, extra in students:
             on_subset = kind in ("distilled-lava-fixed", "distilled-subset") and b.lava_train_n
             subset = ("--train-n", str(b.lava_train_n)) if on_subset else ()
-            argv = (
-                "distill",
-                *common,
-                "--teacher",
-                f"@{teacher}",  # the pipeline puts the teacher's model.pt here
-                *extra,
-                "--epochs",
-                str(b.ff_epochs),
-                *b.distill_args,
-                *subset,
-                "--seed",
-                str(seed),
-            )
+            argv = distill_argv(teacher, extra, seed, subset)
             steps.append(
                 Step("distill", f"{kind}-s{seed}", argv, model, seed, ship(kind, seed, b.ff_seeds), (teacher,))
             )
+        bp = f"bp-s{seed}"  # paired: student seed k, BP-CNN seed k
+        for kind, model, extra in bp_students:
+            argv = distill_argv(bp, extra, seed)
+            steps.append(Step("distill", f"{kind}-s{seed}", argv, model, seed, ship(kind, seed, b.ff_seeds), (bp,)))
     return steps

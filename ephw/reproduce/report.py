@@ -26,13 +26,14 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ephw.checkpoint import read_meta
 from ephw.outputs import atomic_write
-from ephw.reproduce.plan import BUDGETS, SUBSET_CONTROL, Step
+from ephw.reproduce.plan import BP_TEACHER_CONTROLS, BUDGETS, SUBSET_CONTROL, Step
 from ephw.stats import accuracy_ci, mean_ci, paired_difference_ci, seeds_for_half_width
 
 #: A verdict's words, which are also the columns of the page's summary.
@@ -370,6 +371,24 @@ def hardware_students(families: set[str]) -> list[tuple[str, str]]:
 #: corruptions), so a label naming an ℓ2 attack or an ℓ2 worst case is not asked.
 ADV_TRAINED_FOR = ("PGD-l2", "worst case per image, L2")
 
+#: Claim 7 as a whole (its rows name each student family it compares).
+CLAIM_7 = "(7) the student's robustness comes from the EBM teacher, not from distillation as such"
+
+
+def control_labels(labels: list[str]) -> list[str]:
+    """The robustness labels claim 7 is asked on: the white-box part's headline ε (its PGD and its
+    worst case per image), the corruptions, and the feed-forward black-box part (``black-box``
+    where the run has no ``black-box-ff``: the GPU budget). The probe (an upper bound) and the
+    white-box part's other ε are left to the robustness table."""
+    headline = f"ε={HEADLINE_EPS:.4g} (white-box)"
+    has_ff = any(label.endswith("(black-box-ff)") for label in labels)
+    black_box = "(black-box-ff)" if has_ff else "(black-box)"
+    return [
+        label
+        for label in labels
+        if label.endswith((headline, "(corruptions)", black_box)) or label.startswith("corruptions")
+    ]
+
 
 def robustness_table(
     clean: dict[str, dict[str, Any]], rob: dict[tuple[str, str], Measure], labels: list[str]
@@ -467,8 +486,45 @@ def claims_of(steps: list[Step], clean: dict[str, dict[str, Any]], robustness: d
             "holds" if speed and Measure(speed).mean > 1.0 else ("does not hold" if speed else "not measured"),
         )
     )
+    out += control_claims(steps, clean, robustness, judged)
     if not labels:
-        out.append(Claim("(2)–(4), (6) robustness claims", "", "not measured: the robustness stage has not run yet"))
+        out.append(
+            Claim("(2)–(4), (6), (7) robustness claims", "", "not measured: the robustness stage has not run yet")
+        )
+    return out
+
+
+def control_claims(
+    steps: list[Step],
+    clean: dict[str, dict[str, Any]],
+    robustness: dict[str, Any] | None,
+    judged: Callable[[str, str, Measure | None, Measure | None, str], Claim],
+) -> list[Claim]:
+    """Claim 7: each student of the EP-CNN more robust than the same student of the BP-CNN (paired
+    seeds), on :func:`control_labels`; ``judged(claim, evaluation, a, b, relation)`` makes a row.
+
+    One "not trained yet" row while no student of the BP-CNN teacher is trained (or measured);
+    nothing where the plan has no such student.
+    """
+    rob = (robustness or {}).get("rows", {})
+    absent = (robustness or {}).get("absent", {})
+    planned = {s.model for s in steps}
+    pairs = [(a, b) for a, b in BP_TEACHER_CONTROLS.items() if b in planned]
+    if not pairs:
+        return []
+    measured = {fam for fam, _ in rob}
+    if not any(b in clean or b in measured for _, b in pairs):
+        names = ", ".join(b for _, b in pairs)
+        why = f"not measured: the students of the BP-CNN teacher ({names}) are not trained yet"
+        return [Claim(CLAIM_7, "", why)]
+    out = []
+    for a, b in pairs:
+        claim = f"(7) {a} more robust than {b}: robustness from the EBM teacher, not from distillation as such"
+        out += [
+            judged(claim, label, rob.get((a, label)), rob.get((b, label)), ">")
+            for label in control_labels((robustness or {}).get("labels", []))
+            if not {a, b} & set(absent.get(label, ()))
+        ]
     return out
 
 
@@ -511,6 +567,8 @@ def verdict_lines(claims: list[Claim]) -> list[str]:
 
 #: The headline of claim (2) the published numbers are set against: EP 45–46 vs BP 14–15 % (31 points).
 HEADLINE_LABEL, PUBLISHED_HEADLINE_GAP = "worst case per image, L2 ε=0.4932 (white-box)", 31.0
+#: The ε of :data:`HEADLINE_LABEL`.
+HEADLINE_EPS = 0.4932
 
 
 def scale_lines(steps: list[Step], clean: dict[str, dict[str, Any]], rob: dict[tuple[str, str], Measure]) -> list[str]:

@@ -42,26 +42,33 @@ def template(budget: str) -> dict[str, Any]:
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
-def trained_models(pipe: Pipeline, ep: dict[str, Any]) -> list[dict[str, Any]]:
+def trained_models(pipe: Pipeline, ep: dict[str, Any], stamp: bool = False) -> list[dict[str, Any]]:
     """One ``[[models]]`` entry per finished training run of ``pipe``, seed-major.
 
     Every family's first seed comes before any family's second one, so a run cut short has
-    evaluated one seed of every model the verdicts compare.
+    evaluated one seed of every model the verdicts compare. ``stamp``: give a hand-trained model
+    its provenance first (:meth:`~ephw.reproduce.pipeline.Pipeline.ensure_stamped`; the stage
+    does, before any row hashes the file); read-only callers (``--list``) write nothing.
     """
     models = []
     for step in sorted(pipe.steps, key=lambda s: s.seed):  # stable: plan order within a seed
         path = pipe.folder(step) / "model.pt"
         if path.is_file():
-            pipe.ensure_stamped(step)  # before any row hashes the file
+            if stamp:
+                pipe.ensure_stamped(step)  # before any row hashes the file
             entry = {"name": seed_name(step.model, step.seed), "path": str(path)}
             models.append({**entry, **ep} if step.stage == "train-ep" else entry)
     return models
 
 
-def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
-    """``(part name, robustness config dict)`` per part of the budget's template, over the trained models."""
+def part_configs(pipe: Pipeline, stamp: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """``(part name, robustness config dict)`` per part of the budget's template, over the trained models.
+
+    A part none of whose models is trained yet (a feed-forward part while only the EP-CNN is)
+    has an empty ``models`` list: no valid config yet, it waits. ``stamp``: as :func:`trained_models`.
+    """
     raw = template(pipe.budget_name)
-    models = trained_models(pipe, raw.get("ep", {}))
+    models = trained_models(pipe, raw.get("ep", {}), stamp=stamp)
     if not models:
         raise ConfigError(f"no trained models in {pipe.run_dir} yet: run the training stages first")
     names = [m["name"] for m in models]  # surrogates may come from any part's models
@@ -88,14 +95,18 @@ def part_configs(pipe: Pipeline) -> list[tuple[str, dict[str, Any]]]:
 
 
 #: A part's ``models`` key: which trained models it evaluates.
-PART_MODELS = ("all", "feedforward")
+PART_MODELS = ("all", "feedforward", "ep")
 
 
 def left_out(pipe: Pipeline, which: str, part: str) -> set[str]:
-    """The model families part ``part`` does not evaluate: none for ``all``, the EP-CNNs for ``feedforward``."""
+    """The model families part ``part`` does not evaluate: none for ``all``, the EP-CNNs for ``feedforward``,
+    every other family for ``ep``."""
     if which not in PART_MODELS:
         raise ConfigError(f"part {part!r}: models must be one of {', '.join(PART_MODELS)}, got {which!r}")
-    return {s.model for s in pipe.steps if s.stage == "train-ep"} if which == "feedforward" else set()
+    ep = {s.model for s in pipe.steps if s.stage == "train-ep"}
+    if which == "feedforward":
+        return ep
+    return {s.model for s in pipe.steps} - ep if which == "ep" else set()
 
 
 def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[Path]:
@@ -104,8 +115,11 @@ def run_robustness(pipe: Pipeline, log: Callable[[str], None] = print) -> list[P
     from ephw.robustness.runner import run_robustness as run_grid
 
     outs = []
-    for part, raw in part_configs(pipe):
+    for part, raw in part_configs(pipe, stamp=True):
         if pipe.parts and part not in pipe.parts:
+            continue
+        if not raw["models"]:
+            log(f"[robustness] {part}: waiting for its first trained model ({waiting_for(pipe, part)})")
             continue
         atomic_write(pipe.run_dir / f"robustness-{part}.json", json.dumps(raw, indent=1, sort_keys=True) + "\n")
         cfg = config_from_dict(json.loads(json.dumps(raw)))  # the validator edits what it is given
@@ -285,6 +299,10 @@ def row_status(pipe: Pipeline) -> list[str]:
     for part, raw in part_configs(pipe):
         if pipe.parts and part not in pipe.parts:
             continue
+        if not raw["models"]:
+            wait = f"waiting for its first trained model ({waiting_for(pipe, part)})"
+            lines.append(f"robustness {part:14s} 0/0 rows done; {wait}")
+            continue
         cfg = config_from_dict(json.loads(json.dumps(raw)))
         rows, _ = dedupe(shards.read_all(results_path(pipe, part), read_rows))
         done = {row_key(r) for r in rows}
@@ -301,6 +319,12 @@ def row_status(pipe: Pipeline) -> list[str]:
             text += "; left: " + ", ".join(f"{m} {k}" for m, k in left.items())
         lines.append(text)
     return lines
+
+
+def waiting_for(pipe: Pipeline, part: str) -> str:
+    """What part ``part`` of the template evaluates, for a line saying it has no trained model yet."""
+    which = dict(_parts(pipe))[part].get("models", "all")
+    return {"feedforward": "a feed-forward model", "ep": "an EP-CNN"}.get(which, "any model")
 
 
 def part_names(pipe: Pipeline) -> list[str]:

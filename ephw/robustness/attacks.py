@@ -20,10 +20,13 @@
   adversarial rather than the strongest, so such runs do not serve as transfer sources.
 * AutoAttack (linf / l2): the official implementation (``pyautoattack``), ``version='standard'``
   (APGD-CE, APGD-T, FAB-T, Square), ``'rand'`` (APGD-CE/DLR with EOT, for randomised models)
-  or ``'custom'`` with ``attacks=[...]`` (``restarts`` sets APGD's restarts, ``n_queries``
-  its Square's budget).
+  or ``'custom'`` with ``attacks=[...]`` (``restarts`` sets APGD's restarts -- APGD-T's per
+  target class, over AutoAttack's 9 most likely wrong classes -- ``n_queries`` its Square's budget).
 * Square (black box): ``pyautoattack.square.SquareAttack`` with AutoAttack's settings
   (``p_init = 0.8``, no rescaled schedule, one restart).
+* ``art-pgd`` (l2 / linf): the published protocol of the seed paper's code (lanl/AdvEP), run by
+  IBM's Adversarial Robustness Toolbox itself (``ProjectedGradientDescentPyTorch``): an
+  :class:`ArtPGDSpec`, executed by :func:`ephw.robustness.art_protocol.run_art_pgd`.
 
 Every attack returns, per image, whether the model still classifies the returned image
 correctly, and the returned images. Libraries draw from torch's global generator: each call
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -47,7 +51,7 @@ from ephw.errors import ConfigError
 from ephw.robustness import progress
 from ephw.robustness.models import Classifier
 
-METHODS = ("pgd", "autoattack", "square")
+METHODS = ("pgd", "autoattack", "square", "art-pgd")
 NORMS = ("L2", "Linf")
 AA_VERSIONS = ("standard", "plus", "rand", "custom")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
@@ -122,6 +126,8 @@ class AttackSpec:
         where = f"attack {self.name!r}"
         if self.method not in METHODS:
             raise ConfigError(f"{where}: unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if (self.method == "art-pgd") != isinstance(self, ArtPGDSpec):
+            raise ConfigError(f"{where}: method 'art-pgd' is an ArtPGDSpec (and an ArtPGDSpec's method is 'art-pgd')")
         if self.norm not in NORMS:
             raise ConfigError(f"{where}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
         if not self.eps or any(not e >= 0 for e in self.eps):
@@ -160,12 +166,113 @@ class AttackSpec:
 
     @property
     def white_box(self) -> bool:
-        """True for a pure gradient attack (PGD, or AutoAttack without its Square stage)."""
-        return self.method == "pgd" or (self.method == "autoattack" and "square" not in self.library_attacks)
+        """True for a pure gradient attack (PGD, ART's PGD, or AutoAttack without its Square stage)."""
+        return self.method in ("pgd", "art-pgd") or (
+            self.method == "autoattack" and "square" not in self.library_attacks
+        )
 
     @property
     def black_box(self) -> bool:
         return self.method == "square"
+
+
+#: The published protocol's budget (lanl/AdvEP ``attack()``): ART's PGD, 20 steps of 2.5 eps / 20.
+ART_STEPS = 20
+#: The EP gradient's unroll when an ``art-pgd`` attack names none: lanl/AdvEP's K = 29 updates from
+#: the null state for l2 and K = 70 for linf (predictions settle with 250).
+ART_UNROLL = {"L2": 29, "Linf": 70}
+#: ``clip = "none"``: ART's ``clip_values=None`` as published (pixels may leave ``[0, 1]``);
+#: ``"unit-box"``: ``clip_values=(0, 1)``.
+ART_CLIPS = ("none", "unit-box")
+#: ``labels = "predictions"``: ``generate(x)`` without labels, so ART attacks the model's own
+#: (settled) predictions, as published; ``"true"``: ``generate(x, y)`` with the true labels.
+ART_LABELS = ("predictions", "true")
+
+
+def advep_eps_grid(norm: str) -> list[float]:
+    """The eps grid of lanl/AdvEP's ``attack()``, exactly as its numpy code makes it (sorted, 11 values).
+
+    l2: ``np.logspace(np.log10(0.05), np.log10(3), 10)`` with 1 inserted (0.05, 0.0788, 0.1242,
+    0.1957, 0.3085, 0.4862, 0.7663, 1.0, 1.2077, 1.9035, 3.0); linf:
+    ``np.logspace(np.log10(1e-4), np.log10(0.1), 10)`` with 0.031 inserted. Pixel units (``[0, 1]`` images).
+    """
+    if norm == "L2":
+        grid = np.insert(np.logspace(np.log10(0.05), np.log10(3), 10), 0, 1)
+    elif norm == "Linf":
+        grid = np.insert(np.logspace(np.log10(0.0001), np.log10(0.1), 10), 0, 0.031)
+    else:
+        raise ConfigError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    return [float(e) for e in np.sort(grid)]
+
+
+@dataclass(frozen=True)
+class ArtPGDSpec(AttackSpec):
+    """The published protocol (lanl/AdvEP ``CIFAR10Codes/model_utils.py`` ``attack()``) as an attack,
+    ``method = "art-pgd"``, run by ART's ``ProjectedGradientDescentPyTorch`` itself.
+
+    Every setting not listed here is ART's default (untargeted, no momentum, no random eps).
+    The fields it shares with :class:`AttackSpec` have the protocol's defaults and ART's meaning:
+
+    Attributes:
+        steps: ART's ``max_iter`` (default :data:`ART_STEPS`).
+        rel_stepsize: ART's ``eps_step / eps``; default ``2.5 / steps`` (AdvEP: ``2.5 eps / 20``).
+        random_start: ART's ``num_random_init > 0`` (default false: the attack starts at the image).
+        restarts: ART's ``num_random_init`` when ``random_start`` (ART keeps, per image, a later
+            start's result only where it succeeds); must be 1 without ``random_start``.
+        keep_best: must be false: ART returns its last iterate, and that is what is judged.
+        unroll: EP models: ART's loss gradient is that of the loss at the state after ``unroll``
+            updates from the null state (BPTT, ``GradMode("bptt", k=unroll)``); default
+            :data:`ART_UNROLL` (29 for l2, 70 for linf). Feed-forward models ignore it.
+        clip: ``"none"`` (published: ``clip_values=None``, pixels may leave ``[0, 1]``) or
+            ``"unit-box"`` (``clip_values=(0, 1)``).
+        labels: ``"predictions"`` (published: ``generate(x)``, ART attacks the settled
+            model's own predictions) or ``"true"`` (``generate(x, y)``). Accuracy is always
+            counted against the true labels, on the settled model.
+    """
+
+    steps: int = ART_STEPS
+    random_start: bool = False
+    keep_best: bool = False
+    restarts: int = 1
+    unroll: int | None = None
+    clip: str = "none"
+    labels: str = "predictions"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f"attack {self.name!r}"
+        if self.clip not in ART_CLIPS:
+            raise ConfigError(f"{where}: clip must be one of {', '.join(ART_CLIPS)}, got {self.clip!r}")
+        if self.labels not in ART_LABELS:
+            raise ConfigError(f"{where}: labels must be one of {', '.join(ART_LABELS)}, got {self.labels!r}")
+        if self.unroll is not None and (isinstance(self.unroll, bool) or self.unroll < 1):
+            raise ConfigError(f"{where}: unroll must be >= 1 (updates from the null state), got {self.unroll}")
+        if self.keep_best:
+            raise ConfigError(f"{where}: ART returns its last iterate; keep_best must be false for art-pgd")
+        if self.eot is not None:
+            raise ConfigError(f"{where}: the published protocol has no EOT; eot is not available for art-pgd")
+        if not self.random_start and self.restarts != 1:
+            raise ConfigError(
+                f"{where}: art-pgd restarts are ART's random initialisations (num_random_init): "
+                f"set random_start = true, or restarts = 1 (got {self.restarts})"
+            )
+        if self.rel_stepsize is not None and not self.rel_stepsize > 0:
+            raise ConfigError(f"{where}: rel_stepsize must be > 0, got {self.rel_stepsize!r}")
+
+    @property
+    def step_size(self) -> float:
+        """ART's ``eps_step`` relative to eps: ``rel_stepsize``, default ``2.5 / steps``."""
+        return self.rel_stepsize if self.rel_stepsize is not None else 2.5 / self.steps
+
+    @property
+    def k(self) -> int:
+        """The EP unroll in force: ``unroll``, or :data:`ART_UNROLL` of the norm."""
+        return self.unroll if self.unroll is not None else ART_UNROLL[self.norm]
+
+    @property
+    def num_random_init(self) -> int:
+        """ART's ``num_random_init``: ``restarts`` with ``random_start``, else 0."""
+        return self.restarts if self.random_start else 0
 
 
 @dataclass
@@ -293,8 +400,11 @@ def run_attack(
             saved batch with the same result. The caller removes the file once the result is kept.
             A resumed deterministic run returns ``adv`` ``None`` (its earlier images are not saved).
 
-    At ``eps = 0`` AutoAttack and Square are skipped and the clean predictions returned
-    (there is nothing to search); PGD runs as usual.
+    At ``eps = 0`` AutoAttack, Square and ART's PGD are skipped and the clean predictions returned
+    (there is nothing to search; ART refuses a zero step); PGD runs as usual. ``art-pgd``
+    (:class:`ArtPGDSpec`) runs ART's PGD once on every image and ignores ``steps``, ``restarts``,
+    ``start``, ``eot``, ``deterministic`` and ``progress`` (it has no reruns, no early stop and no
+    mid-row resume: the protocol is one 20-step run).
     """
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -306,6 +416,8 @@ def run_attack(
             )
         elif eps == 0:
             correct, notes, adv = model.predict(x, spec.batch_size) == y, {"eps0": "clean predictions"}, x.clone()
+        elif isinstance(spec, ArtPGDSpec):
+            correct, notes, adv = _art_pgd(model, spec, x, y, eps, seed)
         elif spec.method == "autoattack":
             correct, notes, adv = _autoattack(model, spec, x, y, eps, seed, eot or spec.eot)
         else:
@@ -502,6 +614,17 @@ def _pgd_restart(
     return earlier
 
 
+def _art_pgd(model: Classifier, spec: ArtPGDSpec, x: Tensor, y: Tensor, eps: float, seed: int):
+    # ART costs seconds to import: loaded only when an art-pgd row runs, as foolbox and pyautoattack are
+    from ephw.robustness.art_protocol import run_art_pgd
+
+    return run_art_pgd(
+        model, x, y, eps, norm=spec.norm, steps=spec.steps, eps_step=spec.step_size * eps,
+        num_random_init=spec.num_random_init, unroll=spec.k, clip=spec.clip, labels=spec.labels,
+        batch_size=spec.batch_size, seed=seed,
+    )  # fmt: skip
+
+
 def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: float, seed: int, eot: int | None):
     from pyautoattack import AutoAttack
 
@@ -521,6 +644,7 @@ def _autoattack(model: Classifier, spec: AttackSpec, x: Tensor, y: Tensor, eps: 
         if spec.version == "custom":
             aa.square.n_queries = spec.n_queries
             aa.apgd.n_restarts = spec.restarts
+            aa.apgd_targeted.n_restarts = spec.restarts  # per target class (AutoAttack's 9 most likely)
         if eot is not None:
             aa.apgd.eot_iter = eot
         x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=spec.batch_size)

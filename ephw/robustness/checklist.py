@@ -25,12 +25,17 @@ Items:
    than from random starts: acc(warm) >= acc(white-box) - ``transfer_tol``.
 8. ``grad-sweep`` (EP models) -- across gradient modes (``bptt:K`` for several K, ``implicit``,
    ``intermediate:K``) no mode is stronger than the model's own by ``sweep_tol`` or more, and
-   accuracy has stopped falling between the two largest K.
-9. ``eot`` (stochastic models) -- accuracy has stopped falling between the two largest EOT counts,
-   and a stochastic model was attacked with EOT at all.
-10. ``zero-gradients`` -- at most ``zero_grad_max`` of the images have an identically zero
+   accuracy has stopped falling between the two largest K; a cascade attack's rerun with a mode
+   (on the survivors of every row before it) breaks fewer than ``sweep_tol`` more.
+9. ``unroll`` (EP models) -- the unroll escalation (``checks.unroll``) converged: the last level
+   run (K = 60, 120, ...) broke fewer than ``unroll_drop`` more than the shorter unroll and every
+   row before it. FAIL when the longest unroll run still broke that much (the attack has not
+   converged in K); ``not checked`` for feed-forward models and for EP models without those rows.
+10. ``eot`` (stochastic models) -- accuracy has stopped falling between the two largest EOT counts,
+    and a stochastic model was attacked with EOT at all.
+11. ``zero-gradients`` -- at most ``zero_grad_max`` of the images have an identically zero
     input gradient of the loss.
-11. ``library-warnings`` -- AutoAttack's own checks raised no warning.
+12. ``library-warnings`` -- AutoAttack's own checks raised no warning.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ephw.robustness import survival
-from ephw.robustness.config import parse_effort
+from ephw.robustness.config import parse_effort, parse_unroll
 
 PASS, FAIL, UNCHECKED = "pass", "FAIL", "not checked"
 
@@ -60,6 +65,7 @@ class Thresholds:
     sweep_tol: float = 0.01
     eot_tol: float = 0.01
     zero_grad_max: float = 0.05
+    unroll_drop: float = 0.01
 
 
 def _mean(values: list[float]) -> float:
@@ -173,13 +179,87 @@ def _effort(grid: dict, rows: list[dict[str, Any]], what: str, tol: float) -> li
     return found
 
 
+def _broke(row: dict[str, Any]) -> float:
+    """The fraction of its seed's images a row on the survivors broke itself."""
+    record = row.get("survival") or ""
+    return record.count(survival.BROKEN) / max(len(record), 1)
+
+
+def _survivor_sweep(rows: list[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
+    """Findings of the cascade attacks' gradient-mode reruns (``grad:`` rows on the survivors): each
+    mode breaks fewer than ``tol`` more than every row before it (seed mean)."""
+    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("kind") == "attack" and r.get("on_survivors") and (r.get("check") or "").startswith("grad:"):
+            groups[(r["model"], r["attack"], float(r["eps"]))][r["check"].split(":", 1)[1]].append(_broke(r))
+    found = []
+    for (model, attack, eps), by_mode in sorted(groups.items()):
+        means = {m: _mean(v) for m, v in by_mode.items()}
+        strong = [m for m, b in means.items() if b >= tol - 1e-9]
+        shown = ", ".join(f"{m} {_pts(b)}" for m, b in sorted(means.items()))
+        detail = f"eps {eps:.4g}: broke more than every row before it (on the survivors): {shown}"
+        if strong:
+            detail += f"; {', '.join(sorted(strong))} found >= {_pts(tol)} the model's own gradient missed"
+        found.append(_finding(model, attack, not strong, detail))
+    return found
+
+
+def _unroll(rows: list[dict[str, Any]], tol: float) -> list[dict[str, Any]]:
+    """Findings of the unroll escalation (``unroll:K`` rows, per model and eps, summed over its attacks).
+
+    Level K's rows ran on the survivors of every row before them, so what they broke is what the
+    longer unroll found more. Pass when the last level run after the first broke less than ``tol``
+    (converged at the K below it); FAIL when it broke ``tol`` or more (not converged in K). Models
+    with no unroll rows are ``not checked`` (feed-forward models have no unroll).
+    """
+    kinds: dict[str, str] = {}
+    for r in rows:
+        if r.get("model") is not None and r.get("model_kind"):
+            kinds.setdefault(r["model"], r["model_kind"])
+    levels: dict[tuple, dict[int, dict[int, list[dict[str, Any]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in rows:
+        k = parse_unroll(r.get("check")) if r.get("kind") == "attack" else None
+        if k is not None:
+            levels[(r["model"], float(r["eps"]))][k][int(r["seed"])].append(r)
+    found = []
+    for model in sorted(m for m in kinds if not any(key[0] == m for key in levels)):
+        why = "feed-forward model: no unroll" if kinds[model] != "ep" else "no unroll rows (set checks.unroll)"
+        found.append(_finding(model, None, None, why))
+    for (model, eps), by_k in sorted(levels.items()):
+        ks = sorted(by_k)
+        attacks = " + ".join(sorted({r["attack"] for seeds in by_k.values() for rs in seeds.values() for r in rs}))
+        parts, broke_at = [], []
+        for k in ks:
+            run = {s: rs for s, rs in by_k[k].items() if not all(r.get("skipped") for r in rs)}
+            if not run:
+                parts.append(f"K={k} not needed")
+                break
+            broke_at.append(_mean([sum(_broke(r) for r in rs) for rs in run.values()]))
+            parts.append(f"K={k} breaks {_pts(broke_at[-1])} more")
+        head = f"eps {eps:.4g} ({attacks}): {'; '.join(parts)}"
+        if len(broke_at) < 2:
+            found.append(_finding(model, None, None, f"{head}: one unroll length ran, nothing to compare"))
+            continue
+        last = len(broke_at) - 1
+        ok = broke_at[last] < tol - 1e-9  # exactly tol (e.g. 5 of 500 images) fails
+        verdict = (
+            f"converged at K={ks[last - 1]}"
+            if ok
+            else f"still falling at K={ks[last]}: not converged in K (a longer unroll must run)"
+        )
+        found.append(_finding(model, None, ok, f"{head}: {verdict} (must be < {_pts(tol)})"))
+    return found
+
+
 def _sweep(grid: dict, rows: list[dict[str, Any]], prefix: str, tol: float, base_label) -> list[dict[str, Any]]:
     """Findings of a sweep (``grad:`` or ``eot:`` reruns at one eps): no setting much stronger than the
     model's own, and accuracy stopped falling between the two largest K / EOT counts."""
     groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     own: dict[tuple, str] = {}
     for r in rows:
-        if r.get("kind") == "attack" and (r.get("check") or "").startswith(prefix):
+        if r.get("kind") == "attack" and (r.get("check") or "").startswith(prefix) and not r.get("on_survivors"):
             key = (r["model"], r["attack"], float(r["eps"]))
             groups[key][r["check"].split(":", 1)[1]][int(r["seed"])] = float(r["accuracy"])
             own[key] = base_label(r)
@@ -324,12 +404,23 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         _item(
             "grad-sweep",
             "no gradient mode stronger; accuracy stopped falling in K",
-            _sweep(grid, rows, "grad:", th.sweep_tol, lambda r: own_grad.get((r["model"], r["attack"]), "own")),
+            _sweep(grid, rows, "grad:", th.sweep_tol, lambda r: own_grad.get((r["model"], r["attack"]), "own"))
+            + _survivor_sweep(rows, th.sweep_tol),
             "no gradient-sweep rows (EP models only)",
         )
     )
 
-    # 9. EOT for stochastic models
+    # 9. unroll escalation (EP models)
+    items.append(
+        _item(
+            "unroll",
+            f"a longer unroll breaks < {_pts(th.unroll_drop)} more (converged in K)",
+            _unroll(rows, th.unroll_drop),
+            "no model rows",
+        )
+    )
+
+    # 10. EOT for stochastic models
     found = _sweep(grid, rows, "eot:", th.eot_tol, lambda r: "eot:base")
     for model in sorted({r["model"] for r in rows if r.get("kind") == "clean" and r.get("stochastic")}):
         attacked_eot = any(
@@ -352,7 +443,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         )
     items.append(_item("eot", "stochastic models attacked with enough EOT", found, "no stochastic model"))
 
-    # 10. zero input gradients
+    # 11. zero input gradients
     found = []
     for r in rows:
         if r.get("kind") == "zero-grad":
@@ -367,7 +458,7 @@ def evaluate(rows: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
             )
     items.append(_item("zero-gradients", "input gradients do not vanish", found, "no gradient probe rows"))
 
-    # 11. AutoAttack's own warnings
+    # 12. AutoAttack's own warnings
     found = []
     warned = defaultdict(set)
     seen = set()

@@ -14,7 +14,7 @@ from typing import Any
 
 from ephw.device import resolve_device
 from ephw.errors import ConfigError
-from ephw.robustness.attacks import AttackSpec
+from ephw.robustness.attacks import ArtPGDSpec, AttackSpec, advep_eps_grid
 from ephw.robustness.corruptions import CORRUPTIONS, TABLES
 from ephw.robustness.gradients import parse_grad
 from ephw.robustness.models import ModelSpec
@@ -28,10 +28,23 @@ def logspace(lo: float, hi: float, n: int) -> list[float]:
 
 #: Default eps grids of LANL's evaluation code: l2 logspace(0.05..3, 10) + {0.005, 1};
 #: linf logspace(1e-4..0.1, 10) + {8/255}.
+#: ``advep-l2`` / ``advep-linf``: lanl/AdvEP's ``attack()`` grids exactly, as its numpy code makes
+#: them (:func:`~ephw.robustness.attacks.advep_eps_grid`; l2 with 1, linf with 0.031).
 EPS_GRIDS: dict[str, list[float]] = {
     "lanl-l2": sorted({round(e, 6) for e in [*logspace(0.05, 3.0, 10), 0.005, 1.0]}),
     "lanl-linf": sorted({round(e, 6) for e in [*logspace(1e-4, 0.1, 10), 8 / 255]}),
+    "advep-l2": advep_eps_grid("L2"),
+    "advep-linf": advep_eps_grid("Linf"),
 }
+
+
+#: Largest ``steps`` (an EP model's settle steps, an attack's iterations) and ``n_queries`` a
+#: config may ask for: a million iterations of one row is already days of compute; a larger
+#: number is a typo, not a plan.
+MAX_STEPS = 1_000_000
+
+#: Seeds are non-negative and fit 32 bits (every random generator a row seeds takes them).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,33 @@ def parse_effort(check: str | None) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
+_UNROLL = re.compile(r"unroll:(\d+)")
+
+#: Attack methods whose gradient is the EP model's own gradient mode (rerun per K by ``unroll`` and
+#: ``grad_sweep``); ``art-pgd`` takes its gradient from its own ``unroll`` setting instead.
+_SWEPT_METHODS = ("pgd", "autoattack")
+
+
+def unroll_check(k: int) -> str:
+    """The check name of the unroll escalation's level ``k`` (its attacks differentiate ``bptt:k``): ``unroll:k``."""
+    return f"unroll:{int(k)}"
+
+
+def parse_unroll(check: str | None) -> int | None:
+    """The unroll length ``K`` of an ``unroll:K`` check name, else ``None``."""
+    m = _UNROLL.fullmatch(check or "")
+    return int(m.group(1)) if m else None
+
+
+def escalation_needed(broke_more: float, threshold: float) -> bool:
+    """Whether a level of an escalation (steps, restarts, unroll length) calls for the next one.
+
+    ``broke_more`` is the fraction of the images the level broke beyond the level below it;
+    the next level runs only while that is at least ``threshold`` (``checks.escalate_drop``).
+    """
+    return broke_more >= threshold - 1e-9
+
+
 @dataclass(frozen=True)
 class Checks:
     """The extra runs of the obfuscation checklist and of the worst case per image.
@@ -104,7 +144,18 @@ class Checks:
             smallest check eps, where accuracy is still informative); when it names attacks,
             only those are swept.
         grad_sweep: extra gradient modes for EP models (``bptt:K`` for several K, ``implicit``,
-            ``intermediate:K``), each a full PGD rerun at the check eps.
+            ``intermediate:K``), each a full PGD rerun at the check eps and, on the survivors of
+            every row before it, a rerun of each ``cascade_sweep`` attack with that mode
+            (modes ``bptt:K`` whose K is an ``unroll`` level excepted: the escalation runs those).
+        unroll: EP models: the unroll escalation, increasing K (e.g. ``[29, 60, 120]``). At each
+            check eps, level K reruns every ``cascade_sweep`` attack differentiating ``bptt:K``
+            on the images every row before it left standing (the cascade included); the first
+            two levels always run, a further one only while the level below still broke at
+            least ``escalate_drop`` more (:func:`escalation_needed`, the steps/restarts rule);
+            a level not needed is kept as a row that attacked nothing (``skipped``). Planned
+            after every cascade row, so adding it changes no earlier row.
+        cascade_sweep: the cascade attacks ``unroll`` and ``grad_sweep`` rerun on EP models
+            (``None``: every white-box cascade attack, e.g. APGD; ``[]``: none).
         eot_sweep: EOT counts for PGD on stochastic models (read noise), each a full rerun.
         seeds: the seeds on which the effort reruns (doubled steps and restarts, gradient and
             EOT sweeps) run, to budget them; default every seed. Transfer and warm-started
@@ -125,6 +176,8 @@ class Checks:
     eot_sweep: tuple[int, ...] = ()
     seeds: tuple[int, ...] | None = None
     zero_grad_images: int = 64
+    unroll: tuple[int, ...] = ()
+    cascade_sweep: tuple[str, ...] | None = None
 
     def effort_checks(self) -> list[str]:
         """The effort reruns of one attack at one eps, in the order they run (each on the one before's survivors)."""
@@ -185,6 +238,17 @@ class RobustnessConfig:
                 f"n and eval_draws must be >= 1 and seeds non-empty, got n={self.n}, seeds={self.seeds}, "
                 f"eval_draws={self.eval_draws}"
             )
+        bad_seeds = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+        if bad_seeds:
+            raise ConfigError(f"[run] seeds must be integers 0..{MAX_SEED}, got {bad_seeds[0]!r}")
+        for m in self.models:
+            if m.steps > MAX_STEPS:
+                raise ConfigError(f"model {m.name!r}: steps must be at most {MAX_STEPS:,}, got {m.steps:,}")
+        for a in self.attacks:
+            for key in ("steps", "n_queries"):
+                value = getattr(a, key, None)
+                if isinstance(value, int) and value > MAX_STEPS:
+                    raise ConfigError(f"attack {a.name!r}: {key} must be at most {MAX_STEPS:,}, got {value:,}")
         if not isinstance(self.checks.escalate, int) or not 0 <= self.checks.escalate <= 4:
             raise ConfigError(f"checks.escalate must be an integer 0..4, got {self.checks.escalate!r}")
         if not 0 <= self.checks.escalate_drop <= 1:
@@ -202,6 +266,7 @@ class RobustnessConfig:
             )
         for g in self.checks.grad_sweep:
             parse_grad(g)
+        self._check_unroll()
         if any(not isinstance(k, int) or k < 1 for k in self.checks.eot_sweep):
             raise ConfigError(f"checks.eot_sweep must list integers >= 1, got {list(self.checks.eot_sweep)}")
         unknown = set(self.checks.check_eps) - {a.name for a in self.attacks}
@@ -218,6 +283,42 @@ class RobustnessConfig:
                 values = raw if isinstance(raw, (list, tuple)) else [raw]
                 if not values or any(not isinstance(v, (int, float)) or float(v) not in a.eps for v in values):
                     raise ConfigError(f"checks.check_eps.{a.name} must be among the attack's eps {list(a.eps)}")
+
+    def _check_unroll(self) -> None:
+        """``checks.unroll``: increasing K >= 1, at least two; ``checks.cascade_sweep``: white-box cascade attacks."""
+        ks = self.checks.unroll
+        if ks and (
+            len(ks) < 2
+            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks)
+            or any(b <= a for a, b in zip(ks, ks[1:]))
+        ):
+            raise ConfigError(
+                f"checks.unroll must list at least two increasing unroll lengths K >= 1 (each level is "
+                f"compared with the one before), got {list(ks)}"
+            )
+        by_name = {a.name: a for a in self.attacks}
+        for name in self.checks.cascade_sweep or ():
+            a = by_name.get(name)
+            if a is None or not a.cascade or not a.white_box or a.method not in _SWEPT_METHODS:
+                raise ConfigError(
+                    f"checks.cascade_sweep: {name!r} is not a white-box cascade attack of this run "
+                    f"(a [[attacks]] entry with cascade = true and a gradient: PGD, or AutoAttack without Square)"
+                )
+
+    def cascade_sweep_attacks(self, norm: str, eps: float) -> list[AttackSpec]:
+        """The cascade attacks the unroll escalation and the gradient sweep rerun at ``norm`` and ``eps``
+        (``checks.cascade_sweep``, default every white-box cascade attack), in config order."""
+        names = self.checks.cascade_sweep
+        return [
+            a
+            for a in self.attacks
+            if a.cascade
+            and a.white_box
+            and a.method in _SWEPT_METHODS
+            and (names is None or a.name in names)
+            and a.norm == norm
+            and any(abs(float(e) - float(eps)) <= 1e-9 for e in a.eps)
+        ]
 
     def sweep_eps(self, attack: AttackSpec) -> float:
         """The eps of the gradient-mode and EOT sweeps of ``attack``."""
@@ -241,6 +342,9 @@ def _eps(value: Any, where: str) -> tuple[float, ...]:
         return tuple(EPS_GRIDS[value])
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
         raise ConfigError(f"{where}: eps must be a grid name or a list of numbers")
+    bad = [v for v in value if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"{where}: eps must be finite numbers, got {bad[0]!r}")
     return tuple(float(v) for v in value)
 
 
@@ -310,7 +414,8 @@ def config_from_dict(raw: dict[str, Any]) -> RobustnessConfig:
         where = f"attacks[{i}] ({a.get('name', '?')})"
         if "eps" not in a:
             raise ConfigError(f"{where}: eps is required (a list or a grid name: {', '.join(EPS_GRIDS)})")
-        attacks.append(_build(AttackSpec, {k: v for k, v in a.items() if k != "eps"}, where, eps=_eps(a["eps"], where)))
+        cls = ArtPGDSpec if a.get("method") == "art-pgd" else AttackSpec  # the published protocol's own fields
+        attacks.append(_build(cls, {k: v for k, v in a.items() if k != "eps"}, where, eps=_eps(a["eps"], where)))
     corr = raw.get("corruptions")
     corruptions = None
     if corr is not None:

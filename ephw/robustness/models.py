@@ -9,6 +9,8 @@ a chosen backend and back-propagates according to a :class:`~ephw.robustness.gra
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +99,34 @@ class EPClassifier(nn.Module):
         self._step = dynamics_step(net, self.backend)
         self.settle_stats = SettleStats()
         self.adjoint_stats = AdjointStats()
+        self.unbounded = False  # see unbounded_inputs()
+
+    @contextlib.contextmanager
+    def unbounded_inputs(self) -> Iterator[None]:
+        """Inside: images outside ``[0, 1]`` (beyond ``IMAGE_SLACK``) are settled instead of refused.
+
+        Only for the published protocol's ``clip = "none"`` (``ephw.robustness.art_protocol``):
+        lanl/AdvEP ran ART with ``clip_values=None``, so its adversarial images may leave the
+        pixel box, and they were evaluated as they are. Shape, dtype and finiteness are still
+        checked; everywhere else the range check stands.
+        """
+        before = self.unbounded
+        self.unbounded = True
+        try:
+            yield
+        finally:
+            self.unbounded = before
+
+    def check_images(self, x: Tensor) -> None:
+        """Raise :class:`~ephw.errors.InputError` unless ``x`` ``(B, C, H, W)`` is a valid batch for a settle
+        (its range is not checked inside :meth:`unbounded_inputs`)."""
+        checked = x.detach().clamp(0.0, 1.0) if self.unbounded else x.detach()  # clamp keeps NaN: still refused
+        check_settle_args(self.net, checked, self.steps, self.tol, 0.0, None)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, classes)`` of the settled model for images ``x`` ``(B, C, H, W)`` in ``[0, 1]``."""
         x = x.to(next(self.net.parameters()).dtype)
-        check_settle_args(self.net, x.detach(), self.steps, self.tol, 0.0, None)
+        self.check_images(x)
         res = self.backend.settle(self.net, x.detach(), steps=self.steps, tol=self.tol)
         st = self.settle_stats
         st.calls += 1

@@ -204,6 +204,7 @@ def _rerun_label(check: str) -> str:
         "grad": f"gradient {arg}",
         "eot": f"EOT {arg}",
         "cascade": "cascade (on survivors)",
+        "unroll": f"unroll bptt:{arg} (on survivors)",
     }.get(kind, check)
 
 

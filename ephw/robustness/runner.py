@@ -35,12 +35,19 @@ from ephw.checkpoint import earlier_meta_versions, file_sha256
 from ephw.data import ImageSet, load_dataset
 from ephw.data.order import stratified_order
 from ephw.errors import CheckpointError, ConfigError, EphwError, InputError, OutputError
-from ephw.outputs import OutputLock, append_line, atomic_write, ensure_dir
+from ephw.outputs import append_line, atomic_write
 from ephw.robustness import checklist, shards, survival
 from ephw.robustness.attacks import STEPS_FOR_FULL_TRAVEL, AttackSpec, run_attack
-from ephw.robustness.config import RobustnessConfig, effort_check, parse_effort
+from ephw.robustness.config import (
+    RobustnessConfig,
+    effort_check,
+    escalation_needed,
+    parse_effort,
+    parse_unroll,
+    unroll_check,
+)
 from ephw.robustness.corruptions import corrupt_images
-from ephw.robustness.gradients import parse_grads
+from ephw.robustness.gradients import parse_grad, parse_grads
 from ephw.robustness.models import Classifier, EPClassifier, checkpoint_format, load_classifier
 from ephw.robustness.progress import discard as discard_progress
 
@@ -208,12 +215,53 @@ def plan(
             for a in cfg.attacks:
                 if a.cascade:
                     tasks += [Task("attack", m.name, seed, a.name, e, "cascade") for e in sorted(a.eps)]
+            if effort and m.name in ep_models:  # after every cascade row: adding them changes none of those
+                tasks += _cascade_sweeps(cfg, m.name, seed, rerun)
             tasks[first:] = sorted(tasks[first:], key=lambda t: (norms[t.attack], t.eps) not in checked)
         if cfg.corruptions is not None:
             for name in cfg.corruptions.names:
                 for sev in cfg.corruptions.severities:
                     tasks += [Task("corruption", m.name, seed, name, float(sev)) for m in cfg.models]
     return tasks
+
+
+def _cascade_sweeps(cfg: RobustnessConfig, model: str, seed: int, rerun: list[AttackSpec]) -> list[Task]:
+    """An EP model's reruns of its white-box cascade attacks (``checks.cascade_sweep``) with other gradients.
+
+    First each ``grad_sweep`` mode at the sweep eps (``grad:MODE``; a ``bptt:K`` whose K is an
+    unroll level is left to the escalation), then the unroll escalation at each check eps
+    (``unroll:K``, level by level, each level's attacks in config order). Each runs on the
+    images every row before it left standing.
+    """
+    unroll = set(cfg.checks.unroll)
+    out: dict[tuple, Task] = {}  # two PGD attacks may share a norm and eps: one rerun each
+    for a in rerun:
+        if cfg.checks.sweep_eps and a.name not in cfg.checks.sweep_eps:
+            continue
+        e = cfg.sweep_eps(a)
+        for g in cfg.checks.grad_sweep:
+            mode = parse_grad(g)
+            if mode.kind == "bptt" and mode.start == "zero" and mode.k in unroll:
+                continue
+            for c in cfg.cascade_sweep_attacks(a.norm, e):
+                t = Task("attack", model, seed, c.name, e, f"grad:{g}")
+                out.setdefault(t.key, t)
+    levels = sorted({(a.norm, e) for a in rerun for e in cfg.check_eps(a)}, key=lambda ne: (ne[0], ne[1]))
+    for norm, e in levels:
+        for k in cfg.checks.unroll:
+            for c in cfg.cascade_sweep_attacks(norm, e):
+                t = Task("attack", model, seed, c.name, e, unroll_check(k))
+                out.setdefault(t.key, t)
+    return list(out.values())
+
+
+def on_survivors(task: Task, attacks: dict[str, AttackSpec]) -> bool:
+    """Whether ``task``'s row attacks only the images every earlier row of its model, norm, eps and
+    seed left standing: a cascade stage, an unroll level, or a cascade attack's gradient-sweep rerun."""
+    check = task.check or ""
+    if check == "cascade" or parse_unroll(check) is not None:
+        return True
+    return check.startswith("grad:") and task.attack in attacks and attacks[task.attack].cascade
 
 
 def pending_key(model: str, norm: str, eps: float, seed: int) -> tuple[str, str, float, int]:
@@ -335,10 +383,23 @@ class _Runner:
         """Whether ``row`` was made by ``task``'s settings on these weights (under any of their hashes)."""
         surrogate = self._surrogate_of(task)
         names = [task.model, *([surrogate] if surrogate else [])]
-        for hashes in itertools.product(*(sorted(self.same_weights(n)) for n in names)):
-            if row.get("fingerprint") == self.fingerprint(task, dict(zip(names, hashes))):
-                return True
+        for attacks in self._attack_lists(task):
+            for hashes in itertools.product(*(sorted(self.same_weights(n)) for n in names)):
+                if row.get("fingerprint") == self.fingerprint(task, dict(zip(names, hashes)), attacks):
+                    return True
         return False
+
+    def _attack_lists(self, task: Task) -> list[tuple[AttackSpec, ...]]:
+        """The attack lists a row of ``task`` may have been fingerprinted with: the config's, and for a
+        cascade stage also the config's without cascade attacks appended after it (which run after it,
+        so a row made before they were added still holds)."""
+        attacks = tuple(self.cfg.attacks)
+        lists = [attacks]
+        if task.check == "cascade":
+            own = next(i for i, a in enumerate(attacks) if a.name == task.attack)
+            while len(lists[-1]) > own + 1 and lists[-1][-1].cascade:
+                lists.append(lists[-1][:-1])
+        return lists
 
     @staticmethod
     def _surrogate_of(task: Task) -> str | None:
@@ -352,7 +413,12 @@ class _Runner:
             name = self.cfg.data or self.model(self.cfg.models[0].name).data
             if name is None:
                 raise ConfigError("[run] data is not set and the first model's checkpoint does not name its dataset")
-            self._data = load_dataset(name, "test", self.cfg.data_root)
+            data = load_dataset(name, "test", self.cfg.data_root)
+            if self.cfg.n > len(data):  # as `settle --n`: a silently smaller sample would mislabel every row
+                raise ConfigError(
+                    f"[run] n = {self.cfg.n} but the {name} test split has {len(data)} images: ask for at most that"
+                )
+            self._data = data
         return self._data
 
     def images(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -372,9 +438,13 @@ class _Runner:
             self.stochastic.add(name)
         return random
 
-    def fingerprint(self, task: Task, hashes: dict[str, str] | None = None) -> str:
-        """The row key's settings digest; ``hashes`` overrides :meth:`weights_hash` per model name."""
+    def fingerprint(
+        self, task: Task, hashes: dict[str, str] | None = None, attacks: Sequence[AttackSpec] | None = None
+    ) -> str:
+        """The row key's settings digest; ``hashes`` overrides :meth:`weights_hash` per model name,
+        ``attacks`` the config's attack list (a row on survivors depends on the attacks before it)."""
         hashes = hashes or {}
+        attacks = self.cfg.attacks if attacks is None else attacks
 
         def weights(name: str) -> str:
             return hashes.get(name) or self.weights_hash(name)
@@ -392,13 +462,17 @@ class _Runner:
         surrogate = self._surrogate_of(task)
         if surrogate is not None:
             extra = [extra, self.specs[surrogate], weights(surrogate)]
-        elif task.check == "cascade":  # a cascade row depends on every attack before it
+        elif on_survivors(task, self.attacks):  # a row on the survivors depends on every attack before it
             checks = dataclasses.asdict(self.cfg.checks)
-            if not (checks["escalate"] and (checks["double_steps"] or checks["double_restarts"])):
-                # fields added after rows were made: where nothing escalates they change nothing
+            escalates = checks["escalate"] and (checks["double_steps"] or checks["double_restarts"])
+            if task.check == "cascade":  # their rows come after every cascade row: no cascade row depends on them
+                del checks["unroll"], checks["cascade_sweep"]
+            else:
+                escalates = escalates or len(checks["unroll"]) > 2  # escalate_drop decides unroll levels 3, ...
+            if not escalates:  # fields added after rows were made: where nothing escalates they change nothing
                 del checks["escalate"], checks["escalate_drop"]
             checks["seeds"] = self.cfg.checks.seeds is None or task.seed in self.cfg.checks.seeds  # its seed's reruns
-            extra = [extra, [dataclasses.asdict(a) for a in self.cfg.attacks], checks]
+            extra = [extra, [dataclasses.asdict(a) for a in attacks], checks]
         return fingerprint(
             self.specs[task.model],
             weights(task.model),
@@ -503,7 +577,7 @@ class _Runner:
             attacked = survival.alive(below["survival"])
             if factor > 2:  # escalate only while the doubling below still found more
                 drop = (self.effort_row(task, what, factor // 4)["correct"] - below["correct"]) / len(y)
-                if drop < self.cfg.checks.escalate_drop - 1e-9:
+                if not escalation_needed(drop, self.cfg.checks.escalate_drop):
                     skipped = (
                         f"not needed: {factor // 2}x {what} broke {100 * drop:.1f} points more than "
                         f"{max(factor // 4, 1)}x (< {100 * self.cfg.checks.escalate_drop:.1f})"
@@ -512,8 +586,12 @@ class _Runner:
                 kw["steps"] = factor * spec.steps
             else:
                 kw["restarts"] = range(factor // 2 * spec.restarts, factor * spec.restarts)
-        elif kind == "cascade":  # on the survivors only
+        elif on_survivors(task, self.attacks):  # a cascade stage, an unroll level, a cascade attack's sweep
             attacked = self.standing(task)
+            if kind != "cascade":
+                extra["on_survivors"] = True
+            if kind == "unroll":
+                skipped = self.unroll_skip(task, len(y))
         elif kind == "transfer":
             adv = self.surrogate_adv(arg, spec, task.eps, task.seed, x, y)
             first = clf.predict(adv) == y
@@ -538,7 +616,7 @@ class _Runner:
                 kw["start"] = kw["start"][sel.to(x.device)]
             # a surrogate runs its PGD in full; any other deterministic model stops at each image's first break
             kw["deterministic"] = clf.name not in self.stochastic and clf.name not in self.surrogates
-            with _grad_mode(clf, arg if kind == "grad" else None):
+            with _grad_mode(clf, _task_grad(task)):
                 out = run_attack(
                     clf, spec, x[sel], y[sel], task.eps, task.seed, progress=self.progress_file(task), **kw
                 )
@@ -550,6 +628,34 @@ class _Runner:
             extra.update(verdict)
         extra["notes"] = notes
         return survived, attacked, extra
+
+    def unroll_rows(self, task: Task, k: int) -> list[dict[str, Any]]:
+        """The rows of level ``k`` of ``task``'s unroll escalation (one per cascade-sweep attack at its eps)."""
+        spec = self.attacks[task.attack]
+        rows = []
+        for a in self.cfg.cascade_sweep_attacks(spec.norm, task.eps):
+            key = Task("attack", task.model, task.seed, a.name, task.eps, unroll_check(k)).key
+            if key not in self.rows:
+                raise ConfigError(
+                    f"no {unroll_check(k)} row for {task.model} / {a.name} / eps {task.eps:g} / seed {task.seed}"
+                )
+            rows.append(self.rows[key])
+        return rows
+
+    def unroll_skip(self, task: Task, n: int) -> str | None:
+        """Why ``task``'s unroll level is not needed, or ``None`` when it runs: levels 1 and 2 always run,
+        a further one only while the level below broke ``escalate_drop`` more (:func:`escalation_needed`)."""
+        levels = list(self.cfg.checks.unroll)
+        i = levels.index(parse_unroll(task.check))
+        if i < 2:
+            return None
+        broke = sum(int(survival.broken(r["survival"]).sum()) for r in self.unroll_rows(task, levels[i - 1])) / n
+        if escalation_needed(broke, self.cfg.checks.escalate_drop):
+            return None
+        return (
+            f"not needed: K={levels[i - 1]} broke {100 * broke:.1f} points more than K={levels[i - 2]} and every "
+            f"row before it (< {100 * self.cfg.checks.escalate_drop:.1f})"
+        )
 
     def surrogate_adv(
         self, name: str, spec: AttackSpec, eps: float, seed: int, x: torch.Tensor, y: torch.Tensor
@@ -614,12 +720,27 @@ class _Runner:
             ep = clf.module
             row["ep"] = {
                 "backend": ep.backend.name,
-                "grad": task.check[5:] if (task.check or "").startswith("grad:") else ep.grad_label,
+                # art-pgd rows: the published protocol's own unroll (ephw.robustness.art_protocol)
+                "grad": _task_grad(task)
+                or extra.get("notes", {}).get("grad")
+                # AutoAttack differentiates the first mode only (PGD cycles its starts through them all)
+                or (ep.grads[0].label if extra.get("method") in ("autoattack", "square") else ep.grad_label),
                 **ep.settle_stats.as_dict(),
                 "adjoint_solves": len(ep.adjoint_stats.converged),
                 "adjoint_unconverged": ep.adjoint_stats.converged.count(False),
             }
         return row
+
+
+def _task_grad(task: Task) -> str | None:
+    """The gradient mode a check row attacks an EP model with (``grad:MODE``, ``unroll:K`` -> ``bptt:K``);
+    ``None``: the model's own."""
+    k = parse_unroll(task.check)
+    if k is not None:
+        return f"bptt:{k}"
+    if (task.check or "").startswith("grad:"):
+        return task.check[5:]
+    return None
 
 
 @contextlib.contextmanager
@@ -675,13 +796,12 @@ def run_robustness(
     out = Path(out)
     if out.is_dir():
         raise OutputError(f"--out {out} is a folder: give a results file (e.g. {out / 'results.jsonl'})")
-    ensure_dir(out.parent)
     unknown = set(models or {}) - {m.name for m in cfg.models}
     if unknown:
         raise ConfigError(f"ready models {sorted(unknown)} are not in the config's [[models]]")
     part = shards.current(shard)
     target = out if part is None else shards.shard_file(out, part)
-    with OutputLock(target):
+    with shards.lock_rows(out, part):  # an unsharded run and the shards of the same results exclude each other
         summary = _run_locked(cfg, out, progress, limit, dtype, models, part, target, tuple(first))
     if distributed.world().size > 1:  # torchrun: once every rank is done, rank 0 writes the merged checklist
         distributed.barrier()
@@ -712,6 +832,7 @@ def _run_locked(
     for m in cfg.models:  # a missing or broken checkpoint fails now, not hours in
         runner.model(m.name)
         runner.weights_hash(m.name)
+    runner.data  # noqa: B018 -- loads the split: an n larger than it fails now, too
     for r in rows_read:  # randomness found before (or now, below) decides the EOT rows
         if r.get("kind") == "clean" and r.get("stochastic"):
             runner.stochastic.add(r["model"])

@@ -10,17 +10,25 @@ Shard ``K`` of ``N`` appends to its own file beside the results file,
 ``RESULTS.shard-K-of-N.jsonl`` (:func:`shard_file`); reading a run (resume, ``report``)
 merges the results file with every shard file next to it (:func:`read_merged`), keeping each
 row once, so a row is skipped on resume whichever shard computed it.
+
+A run holds :func:`lock_rows` while it computes: an unsharded run excludes every shard of the
+same results file, the shards of one split (same ``N``) go side by side, each shard runs once,
+and a shard of another split (other ``N``, whose groups overlap) is refused.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ephw import distributed
-from ephw.errors import ConfigError
+from ephw.errors import ConfigError, OutputError
+from ephw.outputs import OutputLock
 from ephw.robustness.config import parse_effort
 
 #: Relative cost of one settle of an energy model vs one forward pass of a feed-forward one.
@@ -65,6 +73,63 @@ def shard_files(results: Path) -> list[Path]:
     if not results.parent.is_dir():
         return []
     return sorted(p for p in results.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def lock_rows(results: Path, shard: Shard | None) -> ExitStack:
+    """Lock what a run appends its rows to, for the run's lifetime (close the returned stack to release).
+
+    Unsharded: an exclusive lock on ``results`` (``RESULTS.lock``). Shard ``K/N``: a shared lock
+    on ``results`` (so no unsharded run computes the same rows meanwhile, nor starts while a shard
+    runs) and an exclusive one on its shard file. A shard of another ``N`` still running is
+    refused too: its groups overlap this split's. Refusals are one line each (:class:`OutputError`).
+    """
+    results = Path(results)
+    planned = (
+        [OutputLock(results)]
+        if shard is None
+        else [OutputLock(results, shared=True), OutputLock(shard_file(results, shard))]
+    )
+    held: list[OutputLock] = []
+    try:
+        for lock in planned:
+            held.append(lock.acquire())
+        other = None if shard is None else _running_split(results, shard.count)
+        if other is not None:
+            raise OutputError(
+                f"{results} is being computed as shard {other} by another ephw run: every shard of one run "
+                f"must use the same N (--shard K/{other.split('/')[1]}), or wait for it"
+            )
+    except BaseException:
+        for lock in reversed(held):
+            lock.release(discard=True)
+        raise
+    stack = ExitStack()
+    for lock in held:
+        stack.push(lock)  # its __exit__: a run that fails before writing a row leaves no lock file
+    return stack
+
+
+def _running_split(results: Path, count: int) -> str | None:
+    """``"K/M"`` of a shard with ``M != count`` whose lock some process holds now, else ``None``."""
+    stem = re.escape(results.name.removesuffix(".jsonl"))
+    pattern = re.compile(rf"{stem}\.shard-(\d+)-of-(\d+)\.jsonl\.lock")
+    if not results.parent.is_dir():
+        return None
+    for lock in sorted(results.parent.iterdir()):
+        m = pattern.fullmatch(lock.name)
+        if m is None or int(m.group(2)) == count:
+            continue
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held exclusively: that shard is running
+            return f"{m.group(1)}/{m.group(2)}"
+        finally:
+            os.close(fd)  # closing drops a probe lock we got
+    return None
 
 
 def read_merged(results: Path, read_rows: Any, dedupe: Any, repair: Path | None = None) -> list[dict[str, Any]]:

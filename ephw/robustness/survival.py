@@ -3,8 +3,9 @@
 Every result row carries ``survival``, one character per image of the seed's subset (in
 subset order): ``"1"`` the image was attacked and still classified correctly, ``"0"`` the
 attack (or, for the clean row, the model) got it wrong, ``"-"`` not attacked because an
-earlier attack of a cascade had already broken it. An image is robust at eps only if every
-row of that model, norm, eps and seed (and the clean row) says ``"1"``.
+earlier attack of a cascade had already broken it (or the row was an escalation level that was
+not needed). An image is robust at eps only if no row of that model, norm, eps and seed (the
+clean row included) says ``"0"``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,18 @@ def broken(record: str) -> Tensor:
 
 
 def survivors(records: Iterable[str], n: int) -> Tensor:
-    """``(n,)`` bool: images standing after every record (all ones for no records)."""
+    """``(n,)`` bool: images no record says broken (all ones for no records).
+
+    A ``"-"`` (not attacked) says nothing: an image a cascade stage or rerun skipped was broken by
+    an earlier row, whose record says ``"0"``, and a level of an escalation that was not needed
+    (``skipped``, every image ``"-"``) broke nothing -- it must not take its images out of the
+    worst case or out of the survivors later cascade stages attack.
+    """
     out = torch.ones(n, dtype=torch.bool)
     for r in records:
         if len(r) != n:
             raise ValueError(f"survival record of length {len(r)} for {n} images")
-        out &= alive(r)
+        out &= ~broken(r)
     return out
 
 

@@ -14,11 +14,14 @@ point gets closer for the same sweeps:
 
 The carried states are part of the run's training state: they are written beside
 ``checkpoint.pt`` (``free-states.pt``; one file per rank under torchrun) whenever it is, and a
-resumed run continues from them.
+resumed run continues from them. The file is large (0.72 GB for CIFAR-10), so it may not travel
+with a run folder (a repository keeps ``checkpoint.pt`` but not it): a ``--resume`` without it
+warns in one line and starts every image from the null state again, as on its first visit.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,10 +97,15 @@ class FreeStateStore:
         atomic_write(self.path(root), lambda fh: torch.save(blob, fh))
 
     def load(self, root: str | Path) -> None:
-        """Continue from the store saved in ``root`` (:class:`CheckpointError` if it is missing or another run's)."""
+        """Continue from the store saved in ``root``; a missing file restarts the carried states from the
+        null state (one warning line), an unreadable or another run's file is a :class:`CheckpointError`."""
         path = self.path(root)
         if not path.exists():
-            raise CheckpointError(f"--resume: {path} is missing (the carried free states of this run)")
+            print(
+                f"ephw: warning: {path} is missing: the carried free states start again from the null state",
+                file=sys.stderr,
+            )
+            return
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error

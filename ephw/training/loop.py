@@ -26,7 +26,7 @@ from ephw.errors import ConfigError
 from ephw.model import EnergyModel
 from ephw.signals import deferred
 from ephw.training import noise_aware
-from ephw.training.run import Position, RunDir, epoch_batches, seeded
+from ephw.training.run import Position, RunDir, epoch_batches, resume_row, seeded
 
 #: ``(x, y, idx, epoch, batch) -> logs``: one training step on the (augmented) batch
 #: ``x (B, C, H, W)``, ``y (B,)`` (``idx``: its indices into the training set). It must leave
@@ -131,7 +131,7 @@ def fit(
             carried.load(run.root)
         run.last_metrics = dict(ckpt.training.get("last_metrics", {}))
         run.metrics.trim_to(position)  # rows a killed run wrote after this checkpoint come again
-        run.metrics.write(event="resume", epoch=position.epoch, batch=position.batch)
+        run.metrics.write(**resume_row(position))
     elif run.checkpoint.exists():
         raise ConfigError(f"{run.checkpoint} exists: pass --resume to continue that run, or choose another --out")
     else:

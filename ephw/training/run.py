@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def row_position(row: dict[str, Any]) -> Position | None:
     """The position a ``metrics.jsonl`` row was written at (``None``: a row of no position).
 
     ``train`` rows carry the 1-based epoch and the batches done in it, ``epoch`` rows the
-    1-based epoch they close, ``resume`` rows the 0-based position resumed from.
+    1-based epoch they close, ``resume`` rows (:func:`resume_row`) the position resumed from,
+    counted as ``train`` rows count it; a ``resume`` row without ``one_based`` (ephw before
+    1-based resume rows) holds the 0-based epoch.
     """
     event = row.get("event")
     if event == "train":
@@ -71,8 +74,14 @@ def row_position(row: dict[str, Any]) -> Position | None:
     if event == "epoch":
         return Position(int(row["epoch"]), 0)
     if event == "resume":
-        return Position(int(row["epoch"]), int(row["batch"]))
+        return Position(int(row["epoch"]) - (1 if row.get("one_based") else 0), int(row["batch"]))
     return None
+
+
+def resume_row(position: Position) -> dict[str, Any]:
+    """The ``metrics.jsonl`` row of a resume at ``position``: the 1-based epoch and the batches done in it,
+    as ``train`` rows count them (``one_based`` tells it from the 0-based rows of older files)."""
+    return {"event": "resume", "epoch": position.epoch + 1, "batch": position.batch, "one_based": True}
 
 
 class MetricsLog:
@@ -192,9 +201,23 @@ RESUMABLE = {"resume", "checkpoint_every", "progress", "out", "device", "timing_
 def run_lock(out: str | Path) -> AbstractContextManager[Any]:
     """The lock of run folder ``out`` (created if missing); ``with run_lock(s.out):`` around a whole run.
 
-    Under torchrun rank 0 holds it for the whole group (the other ranks write nothing there).
+    Under torchrun rank 0 holds it for the whole group (the other ranks write nothing there). A
+    run refused before it wrote anything (a validation error) leaves no folder behind.
     """
     if not distributed.is_main():
-        ensure_dir(out)
-        return nullcontext()
-    return OutputLock(ensure_dir(out))
+        return _rank_folder(Path(out))
+    return OutputLock(out, folder=True)
+
+
+@contextmanager
+def _rank_folder(out: Path) -> Iterator[None]:
+    """A rank > 0's view of the run folder: created if missing, removed again if the run fails while it is empty."""
+    made = not out.exists()
+    ensure_dir(out)
+    try:
+        yield
+    except BaseException:
+        if made:
+            with suppress(OSError):  # not empty, or rank 0 removed it already
+                out.rmdir()
+        raise

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ephw.backends import settle
-from ephw.checkpoint import load_model
+from ephw.loading import load_model
 from ephw.cli.main import main
 from ephw.data import load_dataset
 

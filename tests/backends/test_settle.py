@@ -164,3 +164,12 @@ def test_freezing_energy_is_the_energy_of_the_frozen_state(net_factory, batch_fa
         res = settle(net, x, backend, steps=400, tol=1e-9, beta=0.5, target=y)
         expect = net.energy(x, res.states, 0.5, y)
         assert (res.energies[-1] - expect).abs().max() <= 1e-10
+
+
+@pytest.mark.parametrize("backend", ["euler", "async", "crossbar"])
+def test_an_empty_batch_is_an_input_error(net_factory, backend) -> None:
+    """Issue 34 item 5: not torch's reshape RuntimeError (lava already refused it)."""
+    net = net_factory()
+    with pytest.raises(InputError) as info:
+        settle(net, torch.zeros(0, *net.config.in_shape, dtype=torch.float64), backend=backend)
+    assert str(info.value) == f"{backend}: an empty batch (0 images): nothing to settle"

@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import ephw
-from ephw.checkpoint import BUNDLED_MODEL, load_checkpoint, save_checkpoint
+from ephw.checkpoint import BUNDLED_MODEL, FORMAT, VERSION, load_checkpoint, save_checkpoint
 from ephw.cli.main import main
 from ephw.errors import CheckpointError, InputError
 from ephw.inference import settle_dataset
 from ephw.outputs import OutputLock
+from ephw.pretrained import catalog
 
 
 def error_of(capsys, *argv: str) -> str:
@@ -170,3 +172,124 @@ def test_sweep_with_one_seed_prints_means_without_an_interval(capsys, tmp_path):
     out = capsys.readouterr().out
     assert out.splitlines()[-1].split()[:2] == ["0.5", "1"] and "±" not in out
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+ROBUSTNESS_TOML = '[run]\ndata = "digits"\nn = 4\nseeds = [0]\n[[models]]\nname = "ep"\npath = "bundled"\n'
+
+
+def test_a_full_disk_at_start_is_one_line_and_leaves_no_lock_file(capsys, tmp_path, full_disk):
+    """Issue 34 item 4, on a real full tmpfs: every command that locks its output first."""
+    config = tmp_path / "r.toml"
+    config.write_text(ROBUSTNESS_TOML)
+    runs = {
+        "train bp": (["train", "bp", "--out", str(full_disk / "bp")], full_disk / "bp" / ".ephw.lock"),
+        "distill": (["distill", "--out", str(full_disk / "st")], full_disk / "st" / ".ephw.lock"),
+        "robustness run": (
+            ["robustness", "run", "--config", str(config), "--out", str(full_disk / "r.jsonl"), "--no-progress"],
+            full_disk / "r.jsonl.lock",
+        ),
+        "reproduce": (
+            ["reproduce", "cifar10", "--budget", "smoke", "--stage", "train-ep", "--run-dir", str(full_disk / "rep")],
+            full_disk / "rep" / ".stage-train-ep.lock",
+        ),
+        "sweep --plot": (
+            ["sweep", "--backend", "euler", "--param", "dt", "--values", "1", "--plot", str(full_disk / "s.png")],
+            full_disk / "s.png.lock",
+        ),
+    }
+    for what, (argv, lock) in runs.items():
+        line = error_of(capsys, *argv)
+        assert line == f"ephw: error: cannot create lock {lock}: No space left on device", what
+        assert not lock.exists(), what
+    assert {p.name for p in full_disk.iterdir()} <= {"filler", "rep"}  # reproduce made its run folder first
+
+
+def test_commands_refused_by_validation_leave_no_output_folder(capsys, tmp_path):
+    """Issue 34 item 10: no ``--out`` folder (nor its ``.ephw.lock``) is left behind by a refused command."""
+    cases = [
+        (["train", "bp", "--data", "nonsense"], "unknown dataset 'nonsense'"),
+        (["train", "ep", "--config", "cpu-small", "--data", "digits"], "config 'cpu-small' expects images"),
+        (["distill", "--teacher", str(tmp_path / "missing.pt")], "checkpoint not found"),
+    ]
+    for i, (argv, message) in enumerate(cases):
+        out = tmp_path / f"new-{i}" / "run"
+        assert message in error_of(capsys, *argv, "--out", str(out))
+        assert not (tmp_path / f"new-{i}").exists(), argv
+    config = tmp_path / "r.toml"
+    config.write_text(ROBUSTNESS_TOML.replace("n = 4", "n = 100000"))
+    results = tmp_path / "rob" / "r.jsonl"
+    line = error_of(capsys, "robustness", "run", "--config", str(config), "--out", str(results), "--no-progress")
+    assert line == "ephw: error: [run] n = 100000 but the digits test split has 540 images: ask for at most that"
+    assert not (tmp_path / "rob").exists()
+
+
+def test_a_set_option_of_the_wrong_type_names_the_option_and_its_type(capsys):
+    line = error_of(capsys, "settle", "--backend", "euler", "--n", "2", "--set", 'euler.dt="fast"')
+    assert line == "ephw: error: option euler.dt must be a number, got 'fast' (str)"
+    line = error_of(capsys, "settle", "--backend", "anderson", "--n", "2", "--set", "anderson.m=2.5")
+    assert line == "ephw: error: option anderson.m must be an integer, got 2.5 (float)"
+
+
+def test_a_checkpoint_holding_code_is_refused_without_torchs_advice(capsys, tmp_path):
+    """Issue 34 item 10: never relay "weights_only=False will likely succeed"; name the blocked global."""
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "ephw.checkpoint", "version": 1, "payload": Payload()}, evil)
+    line = error_of(capsys, "settle", "--model", str(evil), "--n", "2")
+    assert line == (
+        f"ephw: error: {evil} holds code or objects ephw will not load (the global posix.system): an ephw file "
+        "holds only weights and plain data, so this one is foreign or tampered with"
+    )
+    assert "weights_only" not in line and "pwned" not in capsys.readouterr().out
+
+
+def test_weights_of_another_shape_name_the_file_and_the_parameter(capsys, tmp_path):
+    ckpt = load_checkpoint(BUNDLED_MODEL)
+    name = "convs.1.weight"
+    state = dict(ckpt.state_dict)
+    want = tuple(state[name].shape)
+    state[name] = torch.zeros(want[0] + 1, *want[1:])
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, type(ckpt)(ckpt.config, state, ckpt.meta))
+    line = error_of(capsys, "settle", "--model", str(bad), "--n", "2")
+    got = (want[0] + 1, *want[1:])
+    assert line == (
+        f"ephw: error: {bad}: weights do not match the stored architecture: {name} has shape {got} in the file "
+        f"but the architecture needs {want}"
+    )
+
+
+def test_meta_that_is_not_json_is_one_line(capsys, tmp_path):
+    """Issue 34 item 5: ``bench students``, ``reproduce --list``, ``--stage report`` on a model.pt with damaged meta."""
+    ckpt = load_checkpoint(BUNDLED_MODEL)
+    run = tmp_path / "run"
+    (run / "ep-s0").mkdir(parents=True)
+    model = run / "ep-s0" / "model.pt"
+    blob = {"format": FORMAT, "version": VERSION, "config": ckpt.config.to_json(), "state_dict": ckpt.state_dict}
+    torch.save({**blob, "meta": "{not json"}, model)
+    damaged = f"ephw: error: {model} has a damaged meta entry (not JSON: "
+    assert error_of(capsys, "bench", "students", "--run-dir", str(run)).startswith(damaged)
+    reproduce = ["reproduce", "cifar10", "--budget", "smoke", "--run-dir", str(run), "--no-ship"]
+    assert error_of(capsys, *reproduce, "--stage", "report", "--docs", str(tmp_path / "docs")).startswith(damaged)
+    assert not (tmp_path / "docs").exists()
+    code = main([*reproduce, "--list"])  # lists without reading (or stamping) any meta
+    out, err = capsys.readouterr()
+    assert code == 0 and "ep-s0" in out and "Traceback" not in err
+
+
+def test_ephw_models_skips_a_stray_file_with_one_warning(capsys, tmp_path, monkeypatch):
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    (shipped / "digits-ep.pt").write_bytes(BUNDLED_MODEL.read_bytes())
+    (shipped / "stray.pt").write_bytes(b"not a checkpoint at all")
+    (shipped / "truncated.pt").write_bytes(BUNDLED_MODEL.read_bytes()[:100])
+    monkeypatch.setattr(catalog, "PRETRAINED_DIR", shipped)
+    assert main(["models"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["digits-ep"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ephw: warning: skipped unreadable files in {shipped}: stray.pt (")
+    assert "truncated.pt (" in lines[0]

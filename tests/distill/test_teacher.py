@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from ephw.checkpoint import load_model
+from ephw.loading import load_model
 from ephw.compare import sample_differences
 from ephw.data import load_dataset
 from ephw.distill.teacher import Teacher

@@ -118,7 +118,7 @@ def test_ep_training_steps_on_lava_follow_euler_and_reload_weights_in_place():
     """A short EP training (the small version of ``train ep --backend lava`` vs a digital backend):
     a few SGD steps of the bundled digits model on lava and on euler (the same Jacobi iteration)
     end at the same weights and test accuracy; the lava network is never rebuilt."""
-    from ephw.checkpoint import load_model
+    from ephw.loading import load_model
     from ephw.data.catalog import load_dataset
 
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")

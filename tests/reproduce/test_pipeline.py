@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from ephw.checkpoint import read_meta
+from ephw.checkpoint import read_meta, save_model
 from ephw.cli.main import main
 from ephw.errors import ConfigError, OutputError
-from ephw.reproduce.pipeline import Pipeline
+from ephw.model import EnergyModel, named_config
+from ephw.reproduce.pipeline import Pipeline, step_options
 from ephw.reproduce.plan import BUDGETS, build_plan
 from ephw.reproduce.report import Measure, write_results_page
 from ephw.robustness.shards import parse_shard
@@ -26,7 +28,9 @@ def test_plan_has_every_model_of_the_paper() -> None:
         assert len([s for s in steps if s.model == model]) >= 3  # >= 3 seeds of every feed-forward model
     shipped = [s.ship_as for s in steps if s.ship_as]
     assert len(shipped) == len(set(shipped)) == len(models)
-    assert all(s.needs == ("ep-s0",) for s in steps if s.stage == "distill")
+    # every student of the EP-CNN; claim 7's controls are taught by the BP-CNN of their seed (test_bp_teacher_control)
+    controls = {"Distilled BP-CNN (BP teacher)", "Distilled BP-CNN (ll, BP teacher)"}
+    assert all(s.needs == ("ep-s0",) for s in steps if s.stage == "distill" and s.model not in controls)
     lava, control = (next(s for s in steps if s.name == n) for n in ("distilled-lava-fixed-s0", "distilled-subset-s0"))
     subset = lava.argv[lava.argv.index("--train-n") : lava.argv.index("--train-n") + 2]
     assert subset == ("--train-n", "5000") and control.argv[control.argv.index("--train-n") :][:2] == subset
@@ -50,9 +54,6 @@ def fake_runner(calls: list[list[str]], fail: set[str] = frozenset(), code: int 
 
     def run(argv: list[str]) -> int:
         calls.append(argv)
-        if argv[0] == "settle":  # the shipped-model check: one JSON row, as `ephw settle --json` prints
-            print(json.dumps({"backend": "euler", "n": 1000, "accuracy": 0.5, "steps_mean": 9.0}))
-            return 0
         if argv[:2] == ["bench", "students"]:  # the timing stage: a speedup.json over every model folder
             from ephw.checkpoint import file_sha256
 
@@ -66,10 +67,17 @@ def fake_runner(calls: list[list[str]], fail: set[str] = frozenset(), code: int 
             (out / "checkpoint.pt").write_bytes(b"partial")
             return code
         net = EnergyModel(named_config("digits"))
-        save_model(out / "model.pt", net, {"data": "cifar10", "metrics": {"test_accuracy": 0.5, "test_n": 20}})
+        save_model(out / "model.pt", net, {"metrics": {"test_accuracy": 0.5, "test_n": 20}, **trainer_meta(argv)})
         return 0
 
     return run
+
+
+def trainer_meta(argv: list[str]) -> dict:
+    """The provenance a real trainer records for command ``argv``: trainer, data and every setting."""
+    settings = {"data_root": None, **step_options(argv)}
+    trainer = "distill" if argv[0] == "distill" else argv[1]
+    return {"data": settings.get("data", "digits"), "trainer": trainer, "settings": settings}
 
 
 def _stamped_model(folder: Path) -> None:
@@ -93,7 +101,8 @@ def test_skip_resume_and_wait(tmp_path: Path, tiny_tree: Path) -> None:
     assert statuses[0].status == "done"
     assert all(s.status == "ran" for s in statuses[1:])
     distill = [c for c in calls if c[0] == "distill"]
-    assert distill and all(str(tmp_path / "run" / "ep-s0" / "model.pt") in c for c in distill)
+    teachers = {c[c.index("--teacher") + 1] for c in distill}  # the EP-CNN, and each BP seed for claim 7's controls
+    assert distill and teachers == {str(tmp_path / "run" / n / "model.pt") for n in ("ep-s0", "bp-s0", "bp-s1")}
     calls.clear()
     assert all(s.status == "done" for s in pipe.run_steps(["train-ep", "baselines", "distill"], log=lambda _: None))
     assert calls == []
@@ -130,10 +139,19 @@ def test_meta_provenance_and_shipping(tmp_path: Path, tiny_tree: Path) -> None:
     assert shipped.read_bytes() == (tmp_path / "run" / "ep-s0" / "model.pt").read_bytes()
 
 
-def test_shipped_ep_model_gets_the_users_settle_check_once(tmp_path: Path, tiny_tree: Path) -> None:
+def test_shipped_ep_model_gets_the_users_settle_check_once(
+    tmp_path: Path, tiny_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ephw.reproduce import pipeline as pipeline_module
     from ephw.reproduce.report import write_results_page
 
     calls: list[list[str]] = []
+
+    def settle_row(model: Path, data: str, data_root: str | None, n: int, device: str | None) -> dict:
+        calls.append(["settle", "--model", str(model), "--data", data, "--data-root", str(data_root), "--n", str(n)])
+        return {"backend": "euler", "n": n, "accuracy": 0.5, "steps_mean": 9.0}
+
+    monkeypatch.setattr(pipeline_module, "shipped_settle_row", settle_row)
     run = tmp_path / "run"
     pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner(calls), ship_dir=tmp_path / "pretrained")
     pipe.run_steps(["train-ep"], log=lambda _: None)
@@ -149,7 +167,6 @@ def test_shipped_ep_model_gets_the_users_settle_check_once(tmp_path: Path, tiny_
             str(tiny_tree),
             "--n",
             "1000",
-            "--json",
         ]
     ]
     record = json.loads((run / "ep-s0" / "shipped-settle.json").read_text())
@@ -170,9 +187,10 @@ def test_model_trained_by_hand_gets_provenance(tmp_path: Path, tiny_tree: Path) 
 
     calls: list[list[str]] = []
     run = tmp_path / "run"
-    fake_runner([])(["train", "bp", "--out", str(run / "bp-s0")])  # trained "by hand": no pipeline meta
-    assert "command" not in read_meta(run / "bp-s0" / "model.pt")
     pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner(calls), ship_dir=tmp_path / "pretrained")
+    step = next(s for s in pipe.steps if s.name == "bp-s0")
+    fake_runner([])(pipe.command(step))  # trained "by hand" with the step's command: no pipeline meta
+    assert "command" not in read_meta(run / "bp-s0" / "model.pt")
     pipe.run_steps(["baselines"], log=lambda _: None)
     assert all(c[c.index("--out") + 1] != str(run / "bp-s0") for c in calls)  # not retrained
     meta = read_meta(tmp_path / "pretrained" / "cifar10-bp.pt")
@@ -185,9 +203,9 @@ def test_the_robustness_stage_stamps_a_hand_trained_model_before_it_hashes_it(tm
     from ephw.reproduce.robustness import trained_models
 
     run = tmp_path / "run"
-    fake_runner([])(["train", "bp", "--out", str(run / "bp-s0")])
     pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner([]), ship_dir=None)
-    assert [m["name"] for m in trained_models(pipe, {})] == ["BP-CNN [s0]"]
+    fake_runner([])(pipe.command(next(s for s in pipe.steps if s.name == "bp-s0")))
+    assert [m["name"] for m in trained_models(pipe, {}, stamp=True)] == ["BP-CNN [s0]"]
     before = (run / "bp-s0" / "model.pt").read_bytes()
     assert read_meta(run / "bp-s0" / "model.pt")["pipeline_step"] == "bp-s0"
     pipe.run_steps(["baselines"], log=lambda _: None)  # a later training-stage call: the file stays as hashed
@@ -519,3 +537,82 @@ def test_a_mistyped_run_dir_writes_nothing(
     assert ("does not exist" if state == "missing" else "holds no trained model") in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert page.read_text() == "the committed page\n"
+
+
+def _hand_trained_digits_bp(run: Path) -> Path:
+    """A 3-epoch digits BP-CNN dropped into the run folder's ``bp-s0/`` (issue 34's case)."""
+    argv = ["train", "bp", "--data", "digits", "--config", "digits", "--epochs", "3", "--seed", "0"]
+    fake_runner([])([*argv, "--out", str(run / "bp-s0")])
+    return run / "bp-s0" / "model.pt"
+
+
+def test_list_writes_nothing_not_even_a_provenance_stamp(
+    tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34 item 2: ``--list`` (and ``--first`` validation) read the run folder, never write it."""
+    run = tmp_path / "run"
+    model = _hand_trained_digits_bp(run)
+    pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner([]), ship_dir=None)
+    fake_runner([])(pipe.command(next(s for s in pipe.steps if s.name == "ep-s0")))  # unstamped, but right
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    argv = ["reproduce", "cifar10", "--budget", "smoke", "--run-dir", str(run), "--data-root", str(tiny_tree)]
+    assert main([*argv, "--list"]) == 0
+    assert main([*argv, "--list", "--first", "BP-CNN [s0]"]) == 0
+    capsys.readouterr()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing written, nothing added
+    assert "pipeline_step" not in read_meta(model)
+
+
+def test_stamping_refuses_a_model_its_step_did_not_train(tmp_path: Path, tiny_tree: Path) -> None:
+    """Issue 34 item 2: a digits BP-CNN at ``bp-s0/`` is not labelled as the step's CIFAR-10 run."""
+    run = tmp_path / "run"
+    model = _hand_trained_digits_bp(run)
+    before = model.read_bytes()
+    pipe = Pipeline("cifar10", "smoke", run, str(tiny_tree), fake_runner([]), ship_dir=None, only_steps=["bp-s0"])
+    with pytest.raises(ConfigError) as info:
+        pipe.run_steps(["baselines"], log=lambda _: None)
+    assert str(info.value) == (
+        f"refusing to stamp {model} as step bp-s0: it was trained on 'digits', the step trains on 'cifar10'; "
+        "move it away (the step then trains it) or train it with the step's command (ephw reproduce cifar10 --list)"
+    )
+    assert model.read_bytes() == before
+    step = next(s for s in pipe.steps if s.name == "bp-s0")
+    for change, reason in (
+        ({"epochs": "3"}, "its epochs is '3', the step's is '1'"),
+        ({"config": "digits"}, "its config is 'digits', the step's is 'cpu-small'"),
+        ({"seed": "1"}, "its seed is '1', the step's is '0'"),
+    ):
+        meta = trainer_meta(pipe.command(step))
+        meta["settings"].update(change)
+        save_model(model, EnergyModel(named_config("digits")), meta)
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            pipe.ensure_stamped(step)
+    save_model(model, EnergyModel(named_config("digits")), {"data": "cifar10", "trainer": "bp"})
+    with pytest.raises(ConfigError, match="its meta records no training settings"):
+        pipe.ensure_stamped(step)
+    save_model(model, EnergyModel(named_config("digits")), trainer_meta(["distill", *pipe.command(step)[2:]]))
+    with pytest.raises(ConfigError, match="it was made by 'distill', the step runs 'bp'"):
+        pipe.ensure_stamped(step)
+
+
+def test_list_and_robustness_right_after_the_first_stage(
+    tmp_path: Path, tiny_tree: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 34 item 3: with only ``ep-s0`` trained, a feed-forward-only part waits instead of failing."""
+    import ephw.robustness.runner as runner_mod
+
+    run = tmp_path / "run"
+    pipe = Pipeline("cifar10", "cpu", run, str(tiny_tree), fake_runner([]), ship_dir=None)
+    fake_runner([])(pipe.command(next(s for s in pipe.steps if s.name == "ep-s0")))
+    argv = ["reproduce", "cifar10", "--run-dir", str(run), "--data-root", str(tiny_tree), "--no-ship"]
+    assert main([*argv, "--list"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "robustness black-box-ff 0/0 rows done; waiting for its first trained model (a feed-forward model)" in out
+    assert "robustness white-box" in out
+    ran: list[str] = []
+    monkeypatch.setattr(runner_mod, "run_robustness", lambda cfg, out, shard=None, first=(): ran.append(out.name))
+    monkeypatch.setattr("ephw.reproduce.robustness._write_part_report", lambda pipe, part: None)
+    logs: list[str] = []
+    pipe.run(["robustness"], log=logs.append)
+    assert "robustness-black-box-ff.jsonl" not in ran and ran  # the other parts ran
+    assert "[robustness] black-box-ff: waiting for its first trained model (a feed-forward model)" in logs

@@ -16,7 +16,7 @@ from ephw.errors import ConfigError, OutputError
 from ephw.model import ConvSpec, EnergyModel, ModelConfig
 from ephw.signals import Terminated
 from ephw.training import loop
-from ephw.training.run import MetricsLog, RunDir, run_lock, settings_diff
+from ephw.training.run import MetricsLog, Position, RunDir, row_position, run_lock, settings_diff
 from ephw.training.train_ep import EPTrainSettings
 
 
@@ -244,3 +244,23 @@ def test_resume_accepts_changed_after_training_settings_and_refuses_changed_trai
     t.s = replace(t.s, lrs=(0.1,))
     with pytest.raises(ConfigError, match=r"settings differ from the checkpointed run in lrs"):
         t.run(resume=True)
+
+
+def test_the_resume_row_counts_epochs_as_train_rows_do_and_old_rows_still_read(tmp_path):
+    """Issue 34 item 10: the ``resume`` row's epoch is 1-based, as every other row's; old 0-based rows still read."""
+    out = tmp_path / "run"
+    t = Trainer(out, {"step": 11})  # epoch 2 (1-based), past the checkpoint after its 3rd batch
+    with pytest.raises(Killed):
+        t.run()
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["training"]
+    epoch, batch = int(saved["epoch"]), int(saved["batch"])  # 0-based epoch, batches done in it
+    assert (epoch, batch) == (1, 3)
+    t.die = {}
+    t.run(resume=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resume = next(r for r in rows if r["event"] == "resume")
+    assert (resume["epoch"], resume["batch"]) == (2, 3)
+    after = next(r for r in rows[rows.index(resume) :] if r["event"] == "train")
+    assert after["epoch"] == 2 and after["batch"] > 3  # the next train row: the same epoch, counted the same way
+    assert row_position(resume) == Position(1, 3)
+    assert row_position({"event": "resume", "epoch": 1, "batch": 3}) == Position(1, 3)  # a file of older ephw

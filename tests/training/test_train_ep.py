@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import ephw.training.train_ep as train_module
-from ephw.checkpoint import load_checkpoint, load_model
+from ephw.checkpoint import load_checkpoint
+from ephw.loading import load_model
 from ephw.errors import CheckpointError, ConfigError
 from ephw.training.train_ep import EPTrainSettings, train_ep
 
@@ -137,3 +138,12 @@ def test_unknown_recipe_options_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="free_init"):
         train_ep(tiny(tmp_path, free_init="student"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_without_the_carried_states_file_restarts_them(tmp_path, capsys):
+    """The 0.72 GB file may not travel with a run folder: one warning, and training continues."""
+    train_ep(tiny(tmp_path, epochs=1, free_init="image"))
+    (tmp_path / "run" / "free-states.pt").unlink()
+    train_ep(tiny(tmp_path, epochs=1, free_init="image", resume=True))
+    err = capsys.readouterr().err
+    assert "free-states.pt is missing" in err and "null state" in err

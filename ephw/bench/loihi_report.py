@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from ephw.data import ImageSet
+from ephw.feedforward.checkpoint import load_feedforward
+from ephw.inference import settle_dataset
 from ephw.lava.activity import Activity
 from ephw.model import EnergyModel
 
@@ -46,8 +48,6 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 def student_cpu_cost(path: str | Path, data: ImageSet, batch: int = 256, repeats: int = 5) -> dict[str, Any]:
     """Measured CPU seconds per image of a feed-forward student on ``data`` (best of ``repeats`` after
     one untimed warm-up pass), its accuracy and MACs per image."""
-    from ephw.feedforward.checkpoint import load_feedforward
-
     model, _ = load_feedforward(path)
     model.eval()
     x, y = data.batch(slice(0, len(data)))
@@ -69,8 +69,6 @@ def student_cpu_cost(path: str | Path, data: ImageSet, batch: int = 256, repeats
 
 def euler_cpu_seconds(net: EnergyModel, data: ImageSet, *, steps: int, tol: float | None, batch: int) -> dict:
     """Measured CPU seconds per image of the digital ``euler`` settle of ``data`` and its mean steps."""
-    from ephw.inference import settle_dataset
-
     run = settle_dataset(net, data, "euler", steps=steps, tol=tol, batch_size=batch)
     return {"seconds_per_image": run.seconds / run.n, "steps_mean": float(run.steps_per_sample.float().mean())}
 

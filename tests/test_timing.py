@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ephw.bench.timing import time_interleaved, time_rounds
+from ephw.timing import time_interleaved, time_rounds
 
 
 def test_every_function_runs_once_per_round_and_neighbours_change() -> None:

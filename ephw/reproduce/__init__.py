@@ -1,0 +1,1 @@
+"""The seed paper's experiment end to end (``ephw reproduce``): plan, pipeline, robustness parts, results page."""
