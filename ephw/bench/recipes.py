@@ -188,12 +188,14 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, target: float | None 
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for c in curves:
+    for k, c in enumerate(curves):
         xs = [p.image_sweeps for p in c.points]
         ys = [100 * p.test_accuracy for p in c.points]
-        a.plot(xs, ys, marker="o", ms=3, label=c.label)
-        if all(p.train_seconds is not None for p in c.points):
-            b.plot([p.train_seconds / 3600 for p in c.points], ys, marker="o", ms=3, label=c.label)
+        color = f"C{k}"  # one colour per run on both panels
+        a.plot(xs, ys, marker="o", ms=3, color=color, label=c.label)
+        if c.points and all(p.train_seconds is not None for p in c.points):
+            b.plot([p.train_seconds / 3600 for p in c.points], ys, marker="o", ms=3, color=color, label=c.label)
+    b.text(0.02, 0.02, "runs that logged step times only", transform=b.transAxes, fontsize=7, color="grey")
     for ax in (a, b):
         if target is not None:
             ax.axhline(100 * target, color="grey", lw=0.8, ls="--")

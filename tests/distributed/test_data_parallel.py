@@ -260,7 +260,7 @@ def test_two_rank_cli_run_killed_and_resumed_equals_uninterrupted(tmp_path: Path
         for line in (run / "metrics.jsonl").read_text().splitlines():
             r = json.loads(line)
             if r["event"] in ("train", "epoch"):
-                out.append({k: v for k, v in r.items() if k not in ("time", "eval_seconds")})
+                out.append({k: v for k, v in r.items() if k not in ("time", "eval_seconds", "seconds")})
         return out
 
     assert rows(killed) == rows(tmp_path / "full")

@@ -616,3 +616,15 @@ def test_list_and_robustness_right_after_the_first_stage(
     pipe.run(["robustness"], log=logs.append)
     assert "robustness-black-box-ff.jsonl" not in ran and ran  # the other parts ran
     assert "[robustness] black-box-ff: waiting for its first trained model (a feed-forward model)" in logs
+
+
+def test_a_part_can_take_the_ep_cnns_only(tmp_path: Path) -> None:
+    """``models = "ep"`` (the published protocol's unroll table): every non-EP family is left out."""
+    from ephw.reproduce.robustness import left_out
+
+    pipe = Pipeline("cifar10", "cpu", tmp_path / "run")
+    ep = {s.model for s in pipe.steps if s.stage == "train-ep"}
+    assert left_out(pipe, "ep", "p") == {s.model for s in pipe.steps} - ep
+    assert left_out(pipe, "feedforward", "p") == ep and left_out(pipe, "all", "p") == set()
+    with pytest.raises(ConfigError, match="models must be one of all, feedforward, ep"):
+        left_out(pipe, "students", "p")
