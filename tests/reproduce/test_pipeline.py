@@ -628,3 +628,22 @@ def test_a_part_can_take_the_ep_cnns_only(tmp_path: Path) -> None:
     assert left_out(pipe, "feedforward", "p") == ep and left_out(pipe, "all", "p") == set()
     with pytest.raises(ConfigError, match="models must be one of all, feedforward, ep"):
         left_out(pipe, "students", "p")
+
+
+def test_a_part_without_verdicts_stays_out_of_the_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``verdicts = false`` (the published protocol): its rows make no measure the claims read."""
+    from ephw.reproduce import robustness as part_module
+
+    real = part_module.template
+    monkeypatch.setattr(
+        part_module,
+        "template",
+        lambda budget: {**real(budget), "parts": [{**p, "verdicts": False} for p in real(budget)["parts"]]},
+    )
+    pipe = Pipeline("cifar10", "smoke", tmp_path / "run", docs_dir=tmp_path / "docs")
+    (tmp_path / "run").mkdir()
+    fields = {"kind": "attack", "model": "EP-CNN [s0]", "attack": "PGD-l2", "eps": 0.4932, "seed": 0, "norm": "L2"}
+    fields.update(survival="1000", accuracy=0.25, n=4, check=None, data="cifar10", seconds=1.0)
+    (tmp_path / "run" / "robustness-white-box.jsonl").write_text(json.dumps(fields) + "\n")
+    summary = part_module.robustness_summary(pipe)
+    assert summary is not None and summary["rows"] == {} and summary["labels"] == []
